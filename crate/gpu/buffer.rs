@@ -1,0 +1,145 @@
+//! Typed storage buffers, uploads, read-back, and splitting row-major tensors under the
+//! binding limit.
+
+use std::ops::Range;
+
+use wgpu::util::DeviceExt;
+
+use super::{Gpu, GpuError};
+
+/// Element types as stored on the GPU. `F16` is packed two per `u32` (low half first) and
+/// read with `unpack2x16float`, so no `shader-f16` is needed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DType {
+    F32,
+    F16,
+    U32,
+}
+
+impl DType {
+    /// Bytes for `n` elements, rounded up to whole `u32` words.
+    pub fn bytes(self, n: usize) -> u64 {
+        match self {
+            DType::F32 | DType::U32 => 4 * n as u64,
+            DType::F16 => 4 * n.div_ceil(2) as u64,
+        }
+    }
+}
+
+/// A storage buffer holding `shape` elements of `dtype`, row-major.
+pub struct Tensor {
+    pub buffer: wgpu::Buffer,
+    pub shape: Vec<usize>,
+    pub dtype: DType,
+}
+
+impl Tensor {
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+    pub fn bytes(&self) -> u64 {
+        self.dtype.bytes(self.numel())
+    }
+    pub fn binding(&self) -> wgpu::BindingResource<'_> {
+        self.buffer.as_entire_binding()
+    }
+}
+
+const STORAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
+    .union(wgpu::BufferUsages::COPY_SRC)
+    .union(wgpu::BufferUsages::COPY_DST);
+
+/// Bit pattern written into fresh outputs by tests: NaN as f32 and as both f16 halves.
+pub const POISON: u32 = 0xFFFF_FFFF;
+
+impl Gpu {
+    /// Bytes of a buffer for `shape` (never zero: WebGPU rejects empty bindings).
+    fn buffer_size(&self, dtype: DType, shape: &[usize]) -> Result<u64, GpuError> {
+        let size = dtype.bytes(shape.iter().product()).max(4);
+        let limit = self.caps.limits.max_buffer_size;
+        if size > limit {
+            return Err(GpuError::TooLarge { what: format!("tensor {shape:?}"), bytes: size, limit });
+        }
+        Ok(size)
+    }
+
+    fn tensor_from_bytes(&self, bytes: &[u8], shape: &[usize], dtype: DType) -> Result<Tensor, GpuError> {
+        let size = self.buffer_size(dtype, shape)?;
+        let mut data = bytes.to_vec();
+        data.resize(size as usize, 0);
+        let buffer = self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: None,
+            contents: &data,
+            usage: STORAGE,
+        });
+        Ok(Tensor { buffer, shape: shape.to_vec(), dtype })
+    }
+
+    pub fn upload_f32(&self, data: &[f32], shape: &[usize]) -> Result<Tensor, GpuError> {
+        self.tensor_from_bytes(bytemuck::cast_slice(data), shape, DType::F32)
+    }
+
+    /// Rounds each value to f16 (round-to-nearest-even) and packs pairs into `u32`.
+    pub fn upload_f16(&self, data: &[f32], shape: &[usize]) -> Result<Tensor, GpuError> {
+        let halves: Vec<half::f16> = data.iter().map(|&x| half::f16::from_f32(x)).collect();
+        self.tensor_from_bytes(bytemuck::cast_slice(&halves), shape, DType::F16)
+    }
+
+    pub fn upload_u32(&self, data: &[u32], shape: &[usize]) -> Result<Tensor, GpuError> {
+        self.tensor_from_bytes(bytemuck::cast_slice(data), shape, DType::U32)
+    }
+
+    /// A tensor whose every word is [`POISON`], so an element a kernel forgets to write shows.
+    pub fn poisoned(&self, dtype: DType, shape: &[usize]) -> Result<Tensor, GpuError> {
+        let words = (dtype.bytes(shape.iter().product()) / 4) as usize;
+        self.upload_u32(&vec![POISON; words], shape).map(|t| Tensor { dtype, ..t })
+    }
+
+    /// An uninitialised (zeroed by WebGPU) tensor.
+    pub fn empty(&self, dtype: DType, shape: &[usize]) -> Result<Tensor, GpuError> {
+        let size = self.buffer_size(dtype, shape)?;
+        let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: None,
+            size,
+            usage: STORAGE,
+            mapped_at_creation: false,
+        });
+        Ok(Tensor { buffer, shape: shape.to_vec(), dtype })
+    }
+
+    /// Reads a tensor back as f32 (f16 widened, u32 converted).
+    pub async fn read_f32(&self, t: &Tensor) -> Result<Vec<f32>, GpuError> {
+        let n = t.numel();
+        let bytes = self.read_bytes(&t.buffer, 0, t.bytes().max(4)).await?;
+        Ok(match t.dtype {
+            DType::F32 => bytemuck::cast_slice::<u8, f32>(&bytes)[..n].to_vec(),
+            DType::F16 => bytemuck::cast_slice::<u8, half::f16>(&bytes)[..n].iter().map(|h| h.to_f32()).collect(),
+            DType::U32 => bytemuck::cast_slice::<u8, u32>(&bytes)[..n].iter().map(|&u| u as f32).collect(),
+        })
+    }
+
+    pub async fn read_u32(&self, t: &Tensor) -> Result<Vec<u32>, GpuError> {
+        let bytes = self.read_bytes(&t.buffer, 0, t.bytes().max(4)).await?;
+        Ok(bytemuck::cast_slice::<u8, u32>(&bytes)[..t.numel()].to_vec())
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn read_f32_blocking(&self, t: &Tensor) -> Result<Vec<f32>, GpuError> {
+        pollster::block_on(self.read_f32(t))
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn read_u32_blocking(&self, t: &Tensor) -> Result<Vec<u32>, GpuError> {
+        pollster::block_on(self.read_u32(t))
+    }
+}
+
+/// Splits `rows` rows of `row_bytes` each into consecutive ranges whose bytes fit `limit`
+/// (the binding limit), so a tensor like the 151936-row embedding can live in several buffers.
+pub fn row_chunks(rows: usize, row_bytes: u64, limit: u64) -> Result<Vec<Range<usize>>, GpuError> {
+    let per = (limit / row_bytes.max(1)) as usize;
+    if per == 0 {
+        return Err(GpuError::TooLarge { what: "one tensor row".into(), bytes: row_bytes, limit });
+    }
+    Ok((0..rows).step_by(per).map(|r0| r0..(r0 + per).min(rows)).collect())
+}

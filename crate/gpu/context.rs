@@ -1,0 +1,178 @@
+//! The device, its capability profile, and blocking/async glue shared by native and wasm.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use super::pipeline::{Kernel, KernelKey};
+use super::GpuError;
+
+/// Which capabilities to use. `Minimum` forces what every WebGPU adapter must offer, so one
+/// machine can exercise the fallback paths a browser would take.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Profile {
+    /// Everything the adapter offers (f16, subgroups, its own limits).
+    Full,
+    /// No f16, no subgroups, WebGPU default limits (128 MiB bindings, 256 invocations, …).
+    Minimum,
+}
+
+impl Profile {
+    /// Natively, `QWEN3VL_PROFILE=minimum` forces the minimum profile; otherwise full.
+    pub fn from_env() -> Profile {
+        match std::env::var("QWEN3VL_PROFILE").as_deref() {
+            Ok("minimum") | Ok("min") => Profile::Minimum,
+            _ => Profile::Full,
+        }
+    }
+}
+
+/// What the device was created with; kernels choose their variants from this at run time.
+#[derive(Clone, Debug)]
+pub struct Caps {
+    pub profile: Profile,
+    pub adapter: String,
+    pub backend: String,
+    /// `shader-f16` is enabled (f16 arithmetic in WGSL). Storage is packed-u32 f16 regardless.
+    pub f16: bool,
+    /// Subgroup operations are enabled; sizes as the adapter reports them.
+    pub subgroups: bool,
+    pub subgroup_min_size: u32,
+    pub subgroup_max_size: u32,
+    /// Timestamp queries on compute passes (benchmarks only).
+    pub timestamps: bool,
+    pub limits: wgpu::Limits,
+}
+
+impl Caps {
+    /// Largest byte size one storage binding may cover (and one buffer may have).
+    pub fn max_binding(&self) -> u64 {
+        (self.limits.max_storage_buffer_binding_size as u64).min(self.limits.max_buffer_size)
+    }
+}
+
+pub struct Gpu {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub caps: Caps,
+    pub(super) kernels: Mutex<HashMap<KernelKey, Arc<Kernel>>>,
+}
+
+impl Gpu {
+    /// Picks the high-performance adapter and creates a device with the requested profile.
+    pub async fn new(profile: Profile) -> Result<Gpu, GpuError> {
+        let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+        desc.backends = wgpu::Backends::from_env().unwrap_or(wgpu::Backends::PRIMARY);
+        let instance = wgpu::Instance::new(desc);
+        let adapter = instance
+            .request_adapter(&wgpu::RequestAdapterOptions {
+                power_preference: wgpu::PowerPreference::HighPerformance,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| GpuError::NoAdapter(e.to_string()))?;
+        Self::from_adapter(adapter, profile).await
+    }
+
+    /// Natively: blocks on [`Gpu::new`] with the profile from `QWEN3VL_PROFILE`.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn new_blocking(profile: Option<Profile>) -> Result<Gpu, GpuError> {
+        pollster::block_on(Self::new(profile.unwrap_or_else(Profile::from_env)))
+    }
+
+    pub async fn from_adapter(adapter: wgpu::Adapter, profile: Profile) -> Result<Gpu, GpuError> {
+        let info = adapter.get_info();
+        let offered = adapter.features();
+        // Request only what the adapter offers, and in the minimum profile only what every
+        // WebGPU adapter offers: the shaders then see exactly what a browser would give.
+        let mut wanted = wgpu::Features::TIMESTAMP_QUERY;
+        let limits = match profile {
+            Profile::Full => {
+                wanted |= wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP;
+                adapter.limits()
+            }
+            Profile::Minimum => wgpu::Limits::default(),
+        };
+        let features = wanted & offered;
+        let limits = limits.or_worse_values_from(&adapter.limits());
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("qwen3-vl"),
+                required_features: features,
+                required_limits: limits.clone(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| GpuError::Device(e.to_string()))?;
+        let subgroups = features.contains(wgpu::Features::SUBGROUP);
+        let caps = Caps {
+            profile,
+            adapter: info.name.clone(),
+            backend: format!("{:?}", info.backend),
+            f16: features.contains(wgpu::Features::SHADER_F16),
+            subgroups,
+            subgroup_min_size: if subgroups { info.subgroup_min_size } else { 0 },
+            subgroup_max_size: if subgroups { info.subgroup_max_size } else { 0 },
+            timestamps: features.contains(wgpu::Features::TIMESTAMP_QUERY),
+            limits,
+        };
+        Ok(Gpu { device, queue, caps, kernels: Mutex::new(HashMap::new()) })
+    }
+
+    /// Fails with the name of the limit when `bytes` cannot be bound at once.
+    pub fn check_binding(&self, what: &str, bytes: u64) -> Result<(), GpuError> {
+        if bytes > self.caps.max_binding() {
+            return Err(GpuError::TooLarge {
+                what: what.to_string(),
+                bytes,
+                limit: self.caps.max_binding(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Waits until the GPU has finished everything submitted (natively; a no-op in the browser,
+    /// where mapping a buffer is the only way to wait).
+    pub fn wait(&self) {
+        #[cfg(not(target_arch = "wasm32"))]
+        let _ = self.device.poll(wgpu::PollType::wait_indefinitely());
+    }
+
+    /// Copies `size` bytes at `offset` of `buffer` back to the CPU.
+    pub async fn read_bytes(
+        &self,
+        buffer: &wgpu::Buffer,
+        offset: u64,
+        size: u64,
+    ) -> Result<Vec<u8>, GpuError> {
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback"),
+            size,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut enc = self.device.create_command_encoder(&Default::default());
+        enc.copy_buffer_to_buffer(buffer, offset, &staging, 0, size);
+        self.queue.submit([enc.finish()]);
+        let (tx, rx) = futures_channel::oneshot::channel();
+        staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        self.wait();
+        rx.await
+            .map_err(|_| GpuError::Map("map callback dropped".into()))?
+            .map_err(|e| GpuError::Map(e.to_string()))?;
+        let bytes = staging
+            .slice(..)
+            .get_mapped_range()
+            .map_err(|e| GpuError::Map(e.to_string()))?
+            .to_vec();
+        staging.unmap();
+        Ok(bytes)
+    }
+
+    /// Native convenience for tests, the CLI and benchmarks.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn read_bytes_blocking(&self, buffer: &wgpu::Buffer, offset: u64, size: u64) -> Result<Vec<u8>, GpuError> {
+        pollster::block_on(self.read_bytes(buffer, offset, size))
+    }
+}

@@ -1,0 +1,26 @@
+//! The GPU core: device and capability profile, buffers (split under binding limits),
+//! pipelines built from WGSL with run-time variants, and command encoding. Knows no models.
+
+mod buffer;
+mod context;
+mod encode;
+mod pipeline;
+
+pub use buffer::{row_chunks, DType, Tensor, POISON};
+pub use context::{Caps, Gpu, Profile};
+pub use encode::{grid, Encoder, Timer, MAX_GROUPS_PER_DIM};
+pub use pipeline::{preprocess, specialise, Kernel, KernelKey};
+
+#[derive(Debug, thiserror::Error)]
+pub enum GpuError {
+    #[error("no WebGPU adapter: {0}")]
+    NoAdapter(String),
+    #[error("the GPU device could not be created: {0}")]
+    Device(String),
+    #[error("{what} needs {bytes} bytes in one binding, but this adapter allows {limit}")]
+    TooLarge { what: String, bytes: u64, limit: u64 },
+    #[error("{what} needs the adapter capability `{capability}`, which it lacks")]
+    Missing { what: String, capability: String },
+    #[error("reading a buffer back failed: {0}")]
+    Map(String),
+}

@@ -1,0 +1,8 @@
+//! Qwen3-VL on the client GPU: WGSL kernels through wgpu, natively and in the browser.
+//!
+//! Layers, each a folder: `gpu` (device, limits, buffers, pipelines) → `kernels` (one WGSL
+//! file, one thin wrapper and one CPU reference per op).
+
+pub mod gpu;
+pub mod kernels;
+pub mod testing;

@@ -1,0 +1,67 @@
+//! Deterministic random data and tolerance checks shared by the kernel tests and benchmarks.
+
+/// SplitMix64: tiny, seedable, identical on every platform.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in [0, 1).
+    pub fn uniform(&mut self) -> f32 {
+        (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32
+    }
+    /// Uniform in [-a, a).
+    pub fn sym(&mut self, a: f32) -> f32 {
+        (2.0 * self.uniform() - 1.0) * a
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
+    }
+    pub fn vec(&mut self, n: usize, a: f32) -> Vec<f32> {
+        (0..n).map(|_| self.sym(a)).collect()
+    }
+}
+
+/// Largest |got − want| relative to the largest |want| (so cancellation in a single element
+/// does not dominate); infinite when any value is NaN or the lengths differ.
+pub fn rel_err(got: &[f32], want: &[f32]) -> f32 {
+    if got.len() != want.len() || got.iter().chain(want).any(|x| x.is_nan()) {
+        return f32::INFINITY;
+    }
+    let scale = want.iter().fold(0f32, |m, x| m.max(x.abs())).max(f32::MIN_POSITIVE);
+    got.iter().zip(want).fold(0f32, |m, (g, w)| m.max((g - w).abs())) / scale
+}
+
+/// Panics with the worst element when `rel_err(got, want) > tol`.
+pub fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) {
+    let err = rel_err(got, want);
+    if err <= tol {
+        return;
+    }
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let (i, g, w) = got
+        .iter()
+        .zip(want)
+        .enumerate()
+        .map(|(i, (g, w))| (i, *g, *w))
+        .max_by(|a, b| {
+            let da = if a.1.is_nan() { f32::INFINITY } else { (a.1 - a.2).abs() };
+            let db = if b.1.is_nan() { f32::INFINITY } else { (b.1 - b.2).abs() };
+            da.total_cmp(&db)
+        })
+        .unwrap();
+    panic!("{what}: relative error {err:e} > {tol:e}; worst at [{i}]: got {g}, want {w}");
+}
+
+/// Rounds through f16, as a tensor stored in f16 on the GPU would be.
+pub fn f16_round(x: &[f32]) -> Vec<f32> {
+    x.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect()
+}
