@@ -5,6 +5,7 @@
 //! binding 0 is the op's parameter struct, bindings 1.. its tensors in the documented order.
 
 pub mod norm;
+pub mod quant;
 
 use crate::gpu::{Gpu, KernelKey};
 

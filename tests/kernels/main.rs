@@ -4,6 +4,7 @@
 //! `testing::rel_err`) and justified where they are set.
 
 mod norm;
+mod quant;
 
 use std::sync::OnceLock;
 

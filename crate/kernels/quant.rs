@@ -1,0 +1,153 @@
+//! Weight matrices on the GPU: `[n, k]` row-major (one row per output feature, as a torch
+//! Linear stores it) in f32, packed f16, or int4 groups of 32 along k, split by rows into parts
+//! that each fit one storage binding (the tied 151936-row embedding/head needs two even at int4).
+//!
+//! int4 layout (no shader-f16 needed), per row, with `groups = ceil(k / 32)`:
+//! - `data`: `groups × 4` words; word `4g + w` holds elements `32g + 8w + j` (j = 0..8) in bits
+//!   `4j..4j+4` as unsigned `q`, dequantised as `(q − 8) · d_g`.
+//! - `scales`: `ceil(groups / 2)` words of packed f16 `d_g` (group `2i` in the low half).
+//!
+//! `d = m / −8` where `m` is the group's value of largest magnitude (ggml's Q4_0 choice: the
+//! extreme lands exactly on −8, using all 16 levels); elements past `k` are stored as q = 8 (0).
+
+use std::ops::Range;
+
+use crate::gpu::{row_chunks, DType, Gpu, GpuError, Tensor};
+
+pub const GROUP: usize = 32;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Format {
+    F32,
+    F16,
+    Q4,
+}
+
+impl Format {
+    /// Words per stored row of `k` values in `data`.
+    pub fn row_words(self, k: usize) -> usize {
+        match self {
+            Format::F32 => k,
+            Format::F16 => k.div_ceil(2),
+            Format::Q4 => k.div_ceil(GROUP) * 4,
+        }
+    }
+    /// Words per stored row in `scales` (int4 only).
+    pub fn scale_words(self, k: usize) -> usize {
+        match self {
+            Format::Q4 => k.div_ceil(GROUP).div_ceil(2),
+            _ => 0,
+        }
+    }
+}
+
+/// Rows `rows` of the matrix, in their own buffers.
+pub struct Part {
+    pub rows: Range<usize>,
+    pub data: Tensor,
+    /// int4 scales; `None` for f32/f16.
+    pub scales: Option<Tensor>,
+}
+
+pub struct Matrix {
+    pub n: usize,
+    pub k: usize,
+    pub format: Format,
+    pub parts: Vec<Part>,
+}
+
+impl Matrix {
+    /// Encodes `w` (`[n, k]` row-major f32) in `format` and uploads it in binding-sized parts.
+    /// `max_part_bytes` lowers the split size below the adapter's limit (tests use it).
+    pub fn upload(gpu: &Gpu, w: &[f32], n: usize, k: usize, format: Format, max_part_bytes: Option<u64>) -> Result<Matrix, GpuError> {
+        assert_eq!(w.len(), n * k, "matrix data for [{n}, {k}]");
+        let limit = max_part_bytes.unwrap_or(u64::MAX).min(gpu.caps.max_binding());
+        let row_bytes = 4 * format.row_words(k) as u64;
+        let mut parts = Vec::new();
+        for rows in row_chunks(n, row_bytes, limit)? {
+            let (data, scales) = encode(&w[rows.start * k..rows.end * k], k, format);
+            let data = gpu.upload_u32(&data, &[rows.len(), format.row_words(k)])?;
+            let scales = match format {
+                Format::Q4 => Some(gpu.upload_u32(&scales, &[rows.len(), format.scale_words(k)])?),
+                _ => None,
+            };
+            parts.push(Part { rows, data, scales });
+        }
+        Ok(Matrix { n, k, format, parts })
+    }
+
+    /// Bytes on the GPU (weights and scales), for bandwidth figures.
+    pub fn bytes(&self) -> u64 {
+        self.parts.iter().map(|p| p.data.bytes() + p.scales.as_ref().map_or(0, Tensor::bytes)).sum()
+    }
+}
+
+/// Encodes rows of `k` values: the `data` words and (int4) the `scales` words.
+pub fn encode(w: &[f32], k: usize, format: Format) -> (Vec<u32>, Vec<u32>) {
+    match format {
+        Format::F32 => (bytemuck::cast_slice(w).to_vec(), Vec::new()),
+        Format::F16 => {
+            let mut out = Vec::with_capacity(w.len() / k.max(1) * format.row_words(k));
+            for row in w.chunks(k) {
+                for pair in row.chunks(2) {
+                    let lo = half::f16::from_f32(pair[0]).to_bits() as u32;
+                    let hi = pair.get(1).map_or(0, |&v| half::f16::from_f32(v).to_bits() as u32);
+                    out.push(lo | hi << 16);
+                }
+            }
+            (out, Vec::new())
+        }
+        Format::Q4 => quantize_q4(w, k),
+    }
+}
+
+fn quantize_q4(w: &[f32], k: usize) -> (Vec<u32>, Vec<u32>) {
+    let groups = k.div_ceil(GROUP);
+    let rows = w.len() / k.max(1);
+    let mut data = Vec::with_capacity(rows * groups * 4);
+    let mut scales = Vec::with_capacity(rows * Format::Q4.scale_words(k));
+    for row in w.chunks(k) {
+        let mut row_scales = Vec::with_capacity(groups + 1);
+        for g in row.chunks(GROUP) {
+            let m = g.iter().fold(0f32, |m, &v| if v.abs() > m.abs() { v } else { m });
+            // Quantise against the scale as stored (f16), so the reference dequantises exactly.
+            let d = half::f16::from_f32(m / -8.0);
+            let inv = if d.to_f32() != 0.0 { 1.0 / d.to_f32() } else { 0.0 };
+            let mut q = [8u32; GROUP];
+            for (qi, &v) in q.iter_mut().zip(g) {
+                *qi = ((v * inv).round() + 8.0).clamp(0.0, 15.0) as u32;
+            }
+            for word in q.chunks(8) {
+                data.push(word.iter().enumerate().fold(0u32, |acc, (j, &n)| acc | n << (4 * j)));
+            }
+            row_scales.push(d.to_bits() as u32);
+        }
+        row_scales.resize(groups.next_multiple_of(2), 0);
+        scales.extend(row_scales.chunks(2).map(|p| p[0] | p[1] << 16));
+    }
+    (data, scales)
+}
+
+/// The values the GPU computes with: `w` after encoding in `format` and decoding again.
+pub fn dequantized(w: &[f32], k: usize, format: Format) -> Vec<f32> {
+    let (data, scales) = encode(w, k, format);
+    let (rw, sw) = (format.row_words(k), format.scale_words(k));
+    let rows = w.len() / k.max(1);
+    let mut out = Vec::with_capacity(w.len());
+    for r in 0..rows {
+        let d = &data[r * rw..(r + 1) * rw];
+        for i in 0..k {
+            out.push(match format {
+                Format::F32 => f32::from_bits(d[i]),
+                Format::F16 => half::f16::from_bits((d[i / 2] >> (16 * (i % 2))) as u16).to_f32(),
+                Format::Q4 => {
+                    let q = (d[i / 8] >> (4 * (i % 8))) & 15;
+                    let g = i / GROUP;
+                    let s = half::f16::from_bits((scales[r * sw + g / 2] >> (16 * (g % 2))) as u16);
+                    (q as f32 - 8.0) * s.to_f32()
+                }
+            });
+        }
+    }
+    out
+}

@@ -1,0 +1,48 @@
+use qwen3_vl_webgpu::kernels::quant::*;
+use qwen3_vl_webgpu::testing::{f16_round, Rng};
+
+use crate::gpus;
+
+#[test]
+fn encodings_round_trip_within_their_precision() {
+    let mut rng = Rng::new(3);
+    for &(n, k) in &[(1, 1), (3, 31), (5, 33), (2, 64), (7, 100)] {
+        let w = rng.vec(n * k, 2.0);
+        assert_eq!(dequantized(&w, k, Format::F32), w);
+        assert_eq!(dequantized(&w, k, Format::F16), f16_round(&w));
+        let q = dequantized(&w, k, Format::Q4);
+        for (r, (row, qrow)) in w.chunks(k).zip(q.chunks(k)).enumerate() {
+            for (g, (grp, qgrp)) in row.chunks(GROUP).zip(qrow.chunks(GROUP)).enumerate() {
+                let m = grp.iter().fold(0f32, |m, v| m.max(v.abs()));
+                // Step d = m/8: rounding errs by at most d/2, the clamped +m end by d (plus f16).
+                for (a, b) in grp.iter().zip(qgrp) {
+                    assert!((a - b).abs() <= m / 8.0 * 1.01, "row {r} group {g}: {a} -> {b}");
+                }
+                // The extreme value is represented exactly (up to the f16 scale).
+                let ext = grp.iter().fold(0f32, |e, &v| if v.abs() > e.abs() { v } else { e });
+                let i = grp.iter().position(|&v| v == ext).unwrap();
+                assert!((qgrp[i] - ext).abs() <= ext.abs() * 1e-3);
+            }
+        }
+    }
+}
+
+#[test]
+fn matrices_split_under_the_binding_limit() {
+    let mut rng = Rng::new(4);
+    let (n, k) = (37, 70);
+    let w = rng.vec(n * k, 1.0);
+    for gpu in gpus() {
+        for format in [Format::F32, Format::F16, Format::Q4] {
+            let row_bytes = 4 * format.row_words(k) as u64;
+            let m = Matrix::upload(gpu, &w, n, k, format, Some(row_bytes * 5)).unwrap();
+            assert_eq!(m.parts.len(), n.div_ceil(5));
+            assert_eq!(m.parts.last().unwrap().rows, 35..37);
+            assert!(m.parts.iter().all(|p| p.data.bytes() <= row_bytes * 5));
+            // Read back every part: the words equal the CPU encoding of those rows.
+            let (data, _) = encode(&w, k, format);
+            let got: Vec<u32> = m.parts.iter().flat_map(|p| gpu.read_u32_blocking(&p.data).unwrap()).collect();
+            assert_eq!(got, data);
+        }
+    }
+}
