@@ -9,8 +9,8 @@ source tests/setup.sh
 cargo test --all-targets
 
 if [ "${QWEN3VL_WASM_FALLBACK:-}" = 1 ]; then
-    RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 /usr/bin/cargo build --target wasm32-unknown-unknown -Zbuild-std=std,panic_abort
+    RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 /usr/bin/cargo build --lib --target wasm32-unknown-unknown -Zbuild-std=std,panic_abort
 else
-    cargo build --target wasm32-unknown-unknown
+    cargo build --lib --target wasm32-unknown-unknown
 fi
 echo "wasm32 build: ok"
