@@ -61,11 +61,26 @@ impl Matrix {
     /// `max_part_bytes` lowers the split size below the adapter's limit (tests use it).
     pub fn upload(gpu: &Gpu, w: &[f32], n: usize, k: usize, format: Format, max_part_bytes: Option<u64>) -> Result<Matrix, GpuError> {
         assert_eq!(w.len(), n * k, "matrix data for [{n}, {k}]");
+        Self::upload_rows(gpu, n, k, format, max_part_bytes, |rows| Ok(w[rows.start * k..rows.end * k].to_vec()))
+    }
+
+    /// Like [`Matrix::upload`], but asks `fetch` for the f32 rows of one part at a time, so a
+    /// large matrix never exists whole as f32 in memory.
+    pub fn upload_rows<E: From<GpuError>>(
+        gpu: &Gpu,
+        n: usize,
+        k: usize,
+        format: Format,
+        max_part_bytes: Option<u64>,
+        mut fetch: impl FnMut(Range<usize>) -> Result<Vec<f32>, E>,
+    ) -> Result<Matrix, E> {
         let limit = max_part_bytes.unwrap_or(u64::MAX).min(gpu.caps.max_binding());
         let row_bytes = 4 * format.row_words(k) as u64;
         let mut parts = Vec::new();
         for rows in row_chunks(n, row_bytes, limit)? {
-            let (data, scales) = encode(&w[rows.start * k..rows.end * k], k, format);
+            let w = fetch(rows.clone())?;
+            assert_eq!(w.len(), rows.len() * k, "rows {rows:?} of a [{n}, {k}] matrix");
+            let (data, scales) = encode(&w, k, format);
             let data = gpu.upload_u32(&data, &[rows.len(), format.row_words(k)])?;
             let scales = match format {
                 Format::Q4 => Some(gpu.upload_u32(&scales, &[rows.len(), format.scale_words(k)])?),
