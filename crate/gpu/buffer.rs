@@ -43,6 +43,12 @@ impl Tensor {
     pub fn binding(&self) -> wgpu::BindingResource<'_> {
         self.buffer.as_entire_binding()
     }
+    /// The same buffer seen with another shape of the same element count (e.g. q `[t, heads·d]`
+    /// as `[t·heads, d]` for the per-head norm).
+    pub fn view(&self, shape: &[usize]) -> Tensor {
+        assert_eq!(shape.iter().product::<usize>(), self.numel(), "view {:?} of {:?}", shape, self.shape);
+        Tensor { buffer: self.buffer.clone(), shape: shape.to_vec(), dtype: self.dtype }
+    }
 }
 
 const STORAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
