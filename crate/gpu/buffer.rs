@@ -43,10 +43,12 @@ impl Tensor {
     pub fn binding(&self) -> wgpu::BindingResource<'_> {
         self.buffer.as_entire_binding()
     }
-    /// The same buffer seen with another shape of the same element count (e.g. q `[t, heads·d]`
-    /// as `[t·heads, d]` for the per-head norm).
+    /// The same buffer seen with another shape that fits in it: q `[t, heads·d]` as
+    /// `[t·heads, d]` for the per-head norm, or the first `t` rows of a scratch buffer sized
+    /// for the longest prompt.
     pub fn view(&self, shape: &[usize]) -> Tensor {
-        assert_eq!(shape.iter().product::<usize>(), self.numel(), "view {:?} of {:?}", shape, self.shape);
+        let bytes = self.dtype.bytes(shape.iter().product());
+        assert!(bytes <= self.buffer.size(), "view {:?} of {:?}", shape, self.shape);
         Tensor { buffer: self.buffer.clone(), shape: shape.to_vec(), dtype: self.dtype }
     }
 }
