@@ -1,0 +1,124 @@
+//! The model folder on the CPU: the Hugging Face JSON configs (`config`), safetensors files read
+//! through an abstract byte source (`safetensors`), and the prefix loader that names weights
+//! as transformers' modules do (`weights`). No GPU code; the same on native and wasm32.
+//!
+//! ```no_run
+//! # fn main() -> Result<(), qwen3_vl_webgpu::model::LoadError> {
+//! use qwen3_vl_webgpu::model::{validate, ModelFolder, Weights};
+//! let folder = ModelFolder::open(std::path::Path::new("Qwen3-VL-2B-Instruct"))?;
+//! let report = validate(&folder.config, &folder.checkpoint)?;
+//! let t = &folder.config.text_config;
+//! let w = Weights::new(&folder.checkpoint).pp("model.language_model");
+//! let q = w.pp("layers.3").get("self_attn.q_proj.weight", &[t.num_attention_heads * t.head_dim, t.hidden_size])?;
+//! let rows = w.rows("embed_tokens.weight", &[t.vocab_size, t.hidden_size], 151643..151645)?;
+//! # Ok(()) }
+//! ```
+
+pub mod config;
+pub mod safetensors;
+pub mod weights;
+
+use std::ops::Range;
+
+pub use config::{GenerationConfig, PreprocessorConfig, Qwen3VLConfig, Qwen3VLTextConfig, Qwen3VLVisionConfig, Rope};
+pub use safetensors::{Checkpoint, Dtype, FileSource, MemSource, SafetensorsFile, Source, TensorInfo};
+pub use weights::{expected_tensors, validate, Report, Weights};
+
+/// Everything that can go wrong reading a model folder; each variant names the file and, where
+/// there is one, the tensor or config key.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("{file}: {source}")]
+    Io { file: String, source: std::io::Error },
+    #[error("{file} is not valid JSON of the expected form: {source}")]
+    Json { file: String, source: serde_json::Error },
+    #[error("{file}: `{key}` {reason}")]
+    Config { file: String, key: String, reason: String },
+    /// The file is shorter than its 8-byte header length, or the length runs past the end.
+    #[error("{file}: the safetensors header {reason}")]
+    Header { file: String, reason: String },
+    #[error("{file}: tensor `{tensor}` has dtype `{dtype}`, {reason}")]
+    Dtype { file: String, tensor: String, dtype: String, reason: &'static str },
+    #[error("{file}: tensor `{tensor}` ({dtype:?} {shape:?}) should take {expected} bytes, its offsets give {actual}")]
+    ByteCount { file: String, tensor: String, dtype: Dtype, shape: Vec<usize>, expected: u64, actual: u64 },
+    #[error("{file}: tensor `{tensor}` has bytes {range:?} of the data, which {reason} ({data_len} bytes)")]
+    Offsets { file: String, tensor: String, range: Range<u64>, data_len: u64, reason: &'static str },
+    #[error("{file}: tensors `{first}` {first_range:?} and `{second}` {second_range:?} overlap")]
+    Overlap { file: String, first: String, first_range: Range<u64>, second: String, second_range: Range<u64> },
+    #[error("tensor `{tensor}` not found in {files:?}")]
+    Missing { tensor: String, files: Vec<String> },
+    #[error("tensor `{tensor}` appears in both {first} and {second}")]
+    Duplicate { tensor: String, first: String, second: String },
+    #[error("{index} maps `{tensor}` to {file}, which {reason}")]
+    Index { index: String, tensor: String, file: String, reason: &'static str },
+    #[error("{file}: tensor `{tensor}` has shape {actual:?}, the config implies {expected:?}")]
+    Shape { file: String, tensor: String, expected: Vec<usize>, actual: Vec<usize> },
+    #[error("{file}: rows {rows:?} of tensor `{tensor}` (shape {shape:?}) are out of range")]
+    Rows { file: String, tensor: String, shape: Vec<usize>, rows: Range<usize> },
+}
+
+pub(crate) fn io_err(file: &str) -> impl FnOnce(std::io::Error) -> LoadError + '_ {
+    move |source| LoadError::Io { file: file.to_string(), source }
+}
+
+/// The files of a Hugging Face model folder, parsed and cross-checked.
+pub struct ModelFolder {
+    pub config: Qwen3VLConfig,
+    /// Without `generation_config.json`: defaults, with bos/eos from `text_config` as
+    /// transformers' `GenerationConfig.from_model_config` does.
+    pub generation: GenerationConfig,
+    /// `None` without `preprocessor_config.json`: the class defaults (patch 14, CLIP statistics)
+    /// do not fit Qwen3-VL, so images cannot be prepared until one is supplied.
+    pub preprocessor: Option<PreprocessorConfig>,
+    pub checkpoint: Checkpoint,
+}
+
+impl ModelFolder {
+    /// Opens a folder on disk (native; on wasm32 use [`ModelFolder::load`]).
+    pub fn open(dir: &std::path::Path) -> Result<Self, LoadError> {
+        Self::load(|name| {
+            let path = dir.join(name);
+            if !path.is_file() {
+                return Ok(None);
+            }
+            Ok(Some(Box::new(FileSource::open(&path)?) as Box<dyn Source>))
+        })
+    }
+
+    /// Loads through `open(file name)`, which gives the file's bytes or `None` when the folder
+    /// has no such file: a browser passes Blobs, OPFS handles or HTTP ranges here.
+    pub fn load(mut open: impl FnMut(&str) -> Result<Option<Box<dyn Source>>, LoadError>) -> Result<Self, LoadError> {
+        let mut text = |name: &str| -> Result<Option<String>, LoadError> {
+            open(name)?.map(|src| safetensors::read_text(src.as_ref(), name)).transpose()
+        };
+        let config = Qwen3VLConfig::from_json(&text(config::CONFIG)?.ok_or_else(|| missing_file(config::CONFIG))?)?;
+        let generation = match text(config::GENERATION)? {
+            Some(s) => GenerationConfig::from_json(&s)?,
+            None => GenerationConfig {
+                eos_token_id: config.text_config.eos_token_id.into_iter().collect(),
+                bos_token_id: config.text_config.bos_token_id,
+                ..GenerationConfig::default()
+            },
+        };
+        let preprocessor = text(config::PREPROCESSOR)?.map(|s| PreprocessorConfig::from_json(&s)).transpose()?;
+        if let Some(p) = &preprocessor {
+            p.check_against(&config.vision_config)?;
+        }
+        let index = text(safetensors::INDEX)?;
+        let checkpoint = match index {
+            Some(index) => Checkpoint::from_index(&index, safetensors::INDEX, |shard| {
+                let src = open(shard)?.ok_or_else(|| missing_file(shard))?;
+                SafetensorsFile::parse(shard, src)
+            })?,
+            None => {
+                let src = open(safetensors::SINGLE)?.ok_or_else(|| missing_file(safetensors::SINGLE))?;
+                Checkpoint::from_files(vec![SafetensorsFile::parse(safetensors::SINGLE, src)?])?
+            }
+        };
+        Ok(ModelFolder { config, generation, preprocessor, checkpoint })
+    }
+}
+
+fn missing_file(name: &str) -> LoadError {
+    LoadError::Io { file: name.to_string(), source: std::io::ErrorKind::NotFound.into() }
+}
