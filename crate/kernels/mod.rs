@@ -6,6 +6,7 @@
 
 pub mod norm;
 pub mod quant;
+pub mod rope;
 
 use crate::gpu::{Gpu, KernelKey};
 

@@ -5,6 +5,7 @@
 
 mod norm;
 mod quant;
+mod rope;
 
 use std::sync::OnceLock;
 
