@@ -5,6 +5,7 @@
 //! binding 0 is the op's parameter struct, bindings 1.. its tensors in the documented order.
 
 pub mod elementwise;
+pub mod embed;
 pub mod norm;
 pub mod quant;
 pub mod rope;

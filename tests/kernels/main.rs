@@ -4,6 +4,7 @@
 //! `testing::rel_err`) and justified where they are set.
 
 mod elementwise;
+mod embed;
 mod norm;
 mod quant;
 mod rope;
