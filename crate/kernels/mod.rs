@@ -5,8 +5,11 @@
 //! binding 0 is the op's parameter struct, bindings 1.. its tensors in the documented order.
 
 pub mod copy;
+pub mod elementwise;
+pub mod embed;
 pub mod norm;
 pub mod quant;
+pub mod rope;
 
 use crate::gpu::{Gpu, KernelKey};
 

@@ -4,8 +4,11 @@
 //! `testing::rel_err`) and justified where they are set.
 
 mod copy;
+mod elementwise;
+mod embed;
 mod norm;
 mod quant;
+mod rope;
 
 use std::sync::OnceLock;
 
