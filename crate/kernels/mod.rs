@@ -6,6 +6,7 @@
 
 pub mod norm;
 pub mod quant;
+pub mod sample;
 
 use crate::gpu::{Gpu, KernelKey};
 

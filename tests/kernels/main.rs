@@ -5,6 +5,7 @@
 
 mod norm;
 mod quant;
+mod sample;
 
 use std::sync::OnceLock;
 

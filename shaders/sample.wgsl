@@ -1,0 +1,350 @@
+// Token selection from one row of logits by a single workgroup of WG invocations, writing only
+// the chosen token id to out[0].
+//   argmax: greedy, ties to the lowest index (torch.argmax).
+//   sample: penalties (in place on the row) → temperature → top-k → top-p → inverse CDF with u.
+// Filters are thresholds on an order-preserving u32 key of the penalised logit (temperature
+// keeps the order, so they need no division): a token is kept iff key ≥ cutoff. Thresholds are
+// found by radix descent over the row, 16 candidate thresholds per pass, every sum in a fixed
+// order, so the same inputs and u always give the same token.
+
+#include "common/reduce.wgsl"
+
+struct Params {
+    vocab: u32,
+    row: u32,
+    hist_len: u32,
+    // history[presence_from..hist_len] also gets the presence penalty.
+    presence_from: u32,
+    temperature: f32,
+    top_k: u32,
+    top_p: f32,
+    repetition_penalty: f32,
+    presence_penalty: f32,
+    u: f32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read_write> logits: array<f32>;
+@group(0) @binding(2) var<storage, read_write> out: array<u32>;
+@group(0) @binding(3) var<storage, read> history: array<u32>;
+// Two bits per token (in history; in the presence part), rebuilt by every call.
+@group(0) @binding(4) var<storage, read_write> seen: array<atomic<u32>>;
+
+// Below every finite logit (a const may not be infinite).
+const LOWEST: f32 = -3.40282347e38;
+
+var<workgroup> red4: array<vec4<f32>, WG>;
+// Top-p candidates (at most WG: the tokens top-k kept), sorted by value.
+var<workgroup> cand_l: array<f32, WG>;
+var<workgroup> cand_e: array<f32, WG>;
+var<workgroup> cand_i: array<u32, WG>;
+var<workgroup> cand_n: atomic<u32>;
+var<workgroup> scan: array<f32, WG>;
+var<workgroup> winner: atomic<u32>;
+// Staging for values that steer loops around barriers (read back with workgroupUniformLoad).
+var<workgroup> uni_passes: u32;
+var<workgroup> uni_kept: u32;
+
+// Monotone in the float order (−0 folded onto +0, so equal floats get equal keys).
+fn key(v: f32) -> u32 {
+    let b = select(bitcast<u32>(v), 0u, bitcast<u32>(v) == 0x80000000u);
+    return select(b | 0x80000000u, ~b, (b & 0x80000000u) != 0u);
+}
+
+// Unnormalised probability; the max is pinned to 1 so a tiny temperature cannot make 0·inf.
+fn mass(v: f32, l_max: f32, inv_t: f32) -> f32 {
+    return exp(select((v - l_max) * inv_t, 0.0, v == l_max));
+}
+
+// Like wg_sum for four sums at once.
+fn wg_sum4(v: vec4<f32>, lane: Lane) -> vec4<f32> {
+#if SUBGROUPS
+    let s = subgroupAdd(v);
+    if (lane.sg_lane == 0u) {
+        red4[lane.idx / lane.sg_size] = s;
+    }
+    workgroupBarrier();
+    var t = red4[0];
+    for (var i = 1u; i < (WG + lane.sg_size - 1u) / lane.sg_size; i++) {
+        t += red4[i];
+    }
+#else
+    red4[lane.idx] = v;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        if (lane.idx < s) {
+            red4[lane.idx] += red4[lane.idx + s];
+        }
+        workgroupBarrier();
+    }
+    let t = red4[0];
+#endif
+    workgroupBarrier();
+    return t;
+}
+
+@compute @workgroup_size(WG)
+fn argmax(lane: Lane) {
+    let base = p.row * p.vocab;
+    var best = LOWEST;
+    var at = 0u;
+    for (var i = lane.idx; i < p.vocab; i += WG) {
+        let v = logits[base + i];
+        if (v > best) {
+            best = v;
+            at = i;
+        }
+    }
+    let m = wg_max(best, lane);
+    // Indices are exact in f32 (vocab < 2^24): the max of −index is the lowest index.
+    let first = wg_max(select(LOWEST, -f32(at), best == m), lane);
+    if (lane.idx == 0u) {
+        out[0] = u32(-first);
+    }
+}
+
+// Repetition penalty (transformers) for every distinct token of history[..hist_len], then
+// presence penalty (vLLM) for those of history[presence_from..]. The seen bits make each token
+// claimed by exactly one invocation however often it repeats.
+fn penalize(base: u32, lane: Lane) {
+    let n = p.vocab;
+    for (var w = lane.idx; w < (n + 15u) / 16u; w += WG) {
+        atomicStore(&seen[w], 0u);
+    }
+    storageBarrier();
+    for (var j = lane.idx; j < p.hist_len; j += WG) {
+        let t = history[j];
+        if (t < n) {
+            atomicOr(&seen[t / 16u], select(1u, 3u, j >= p.presence_from) << (2u * (t % 16u)));
+        }
+    }
+    storageBarrier();
+    for (var j = lane.idx; j < p.hist_len; j += WG) {
+        let t = history[j];
+        if (t < n) {
+            let sh = 2u * (t % 16u);
+            let was = (atomicAnd(&seen[t / 16u], ~(3u << sh)) >> sh) & 3u;
+            if (was != 0u) {
+                var v = logits[base + t];
+                v = select(v / p.repetition_penalty, v * p.repetition_penalty, v < 0.0);
+                if (was == 3u) {
+                    v -= p.presence_penalty;
+                }
+                logits[base + t] = v;
+            }
+        }
+    }
+    storageBarrier();
+}
+
+struct Cut {
+    cutoff: u32,
+    // Count (top-k) or mass (top-p) of the tokens with key ≥ cutoff.
+    weight: f32,
+}
+
+// The largest key t whose weight W(t) — the count (mass = false) or the mass of the tokens with
+// key ≥ t and ≥ low — reaches `goal` (a count), or goal·W(low) (a fraction of the mass).
+// Radix descent from the bits where `low` and `top` (the largest key) differ, 4 bits a pass.
+fn search(base: u32, low: u32, top: u32, by_mass: bool, goal: f32, l_max: f32, inv_t: f32, lane: Lane) -> Cut {
+    let bits0 = 32u - countLeadingZeros(low ^ top);
+    if (lane.idx == 0u) {
+        uni_passes = (bits0 + 3u) / 4u;
+    }
+    let passes = workgroupUniformLoad(&uni_passes);
+    var lo = low & select(~((1u << bits0) - 1u), 0u, bits0 == 32u);
+    var bits = bits0;
+    var need = goal;
+    var w_lo = f32(p.vocab);
+    for (var step = 0u; step < passes; step++) {
+        let nb = min(4u, bits);
+        let shift = bits - nb;
+        let j0 = vec4<u32>(0u, 1u, 2u, 3u);
+        let nj = vec4<u32>(1u << nb);
+        // Thresholds past the range (nb < 4) compare as never reached.
+        let t0 = select(vec4(0xffffffffu), vec4(lo) + (j0 << vec4(shift)), j0 < nj);
+        let t1 = select(vec4(0xffffffffu), vec4(lo) + ((j0 + 4u) << vec4(shift)), j0 + 4u < nj);
+        let t2 = select(vec4(0xffffffffu), vec4(lo) + ((j0 + 8u) << vec4(shift)), j0 + 8u < nj);
+        let t3 = select(vec4(0xffffffffu), vec4(lo) + ((j0 + 12u) << vec4(shift)), j0 + 12u < nj);
+        let start = max(lo, low);
+        var a0 = vec4(0.0);
+        var a1 = vec4(0.0);
+        var a2 = vec4(0.0);
+        var a3 = vec4(0.0);
+        for (var i = lane.idx; i < p.vocab; i += WG) {
+            let v = logits[base + i];
+            let k = vec4(key(v));
+            if (k.x >= start) {
+                var w = vec4(1.0);
+                if (by_mass) {
+                    w = vec4(mass(v, l_max, inv_t));
+                }
+                a0 += select(vec4(0.0), w, k >= t0);
+                a1 += select(vec4(0.0), w, k >= t1);
+                a2 += select(vec4(0.0), w, k >= t2);
+                a3 += select(vec4(0.0), w, k >= t3);
+            }
+        }
+        let s0 = wg_sum4(a0, lane);
+        let s1 = wg_sum4(a1, lane);
+        let s2 = wg_sum4(a2, lane);
+        let s3 = wg_sum4(a3, lane);
+        // W(lo) on the first pass is the whole mass from `low` up.
+        if (by_mass && step == 0u) {
+            need = goal * s0.x;
+        }
+        var ws = array<f32, 16>(s0.x, s0.y, s0.z, s0.w, s1.x, s1.y, s1.z, s1.w,
+                                s2.x, s2.y, s2.z, s2.w, s3.x, s3.y, s3.z, s3.w);
+        // W(lo) ≥ need holds throughout, so j = 0 is always a valid answer.
+        var j = 0u;
+        for (var q = 1u; q < (1u << nb); q++) {
+            if (ws[q] >= need) {
+                j = q;
+            }
+        }
+        lo += j << shift;
+        w_lo = ws[j];
+        bits = shift;
+    }
+    return Cut(max(lo, low), w_lo);
+}
+
+// Top-p over the `kept` (≤ WG) tokens with key ≥ cutoff, in workgroup memory: a token stays iff
+// the mass of strictly larger tokens is below top_p of the total, which keeps every token tied
+// with the last one needed. Returns the new cutoff.
+fn top_p_candidates(base: u32, cutoff: u32, kept: u32, l_max: f32, inv_t: f32, lane: Lane) -> u32 {
+    if (lane.idx == 0u) {
+        atomicStore(&cand_n, 0u);
+    }
+    workgroupBarrier();
+    for (var i = lane.idx; i < p.vocab; i += WG) {
+        let v = logits[base + i];
+        if (key(v) >= cutoff) {
+            let s = atomicAdd(&cand_n, 1u);
+            cand_l[s] = v;
+            cand_i[s] = i;
+        }
+    }
+    workgroupBarrier();
+    // The gather order varies from run to run: sort by (value desc, index asc) so that every
+    // sum below runs in one fixed order.
+    let c = lane.idx;
+    let has = c < kept;
+    var v = LOWEST;
+    var rank = c;
+    if (has) {
+        v = cand_l[c];
+        let i = cand_i[c];
+        rank = 0u;
+        for (var d = 0u; d < kept; d++) {
+            let w = cand_l[d];
+            rank += u32(w > v || (w == v && cand_i[d] < i));
+        }
+    }
+    workgroupBarrier();
+    let e = select(0.0, mass(v, l_max, inv_t), has);
+    cand_l[rank] = v;
+    cand_e[rank] = e;
+    workgroupBarrier();
+    let total = wg_sum(cand_e[c], lane);
+    var above = 0.0;
+    let vc = cand_l[c];
+    for (var d = 0u; d < select(0u, kept, has) && cand_l[d] > vc; d++) {
+        above += cand_e[d];
+    }
+    let stays = has && above < p.top_p * total;
+    return key(-wg_max(select(LOWEST, -vc, stays), lane));
+}
+
+// Inverse CDF over the kept tokens in index order. Invocation t owns the contiguous tile
+// t·len.., the tiles' masses are scanned, and the owner of the tile holding u·total walks it.
+fn pick(base: u32, cutoff: u32, l_max: f32, inv_t: f32, lane: Lane) {
+    let len = (p.vocab + WG - 1u) / WG;
+    let start = min(lane.idx * len, p.vocab);
+    let end = min(start + len, p.vocab);
+    var s = 0.0;
+    for (var i = start; i < end; i++) {
+        let v = logits[base + i];
+        s += select(0.0, mass(v, l_max, inv_t), key(v) >= cutoff);
+    }
+    scan[lane.idx] = s;
+    workgroupBarrier();
+    for (var off = 1u; off < WG; off <<= 1u) {
+        var add = 0.0;
+        if (lane.idx >= off) {
+            add = scan[lane.idx - off];
+        }
+        workgroupBarrier();
+        scan[lane.idx] += add;
+        workgroupBarrier();
+    }
+    // Tile boundaries come from the one scan, so consecutive tiles meet exactly; the last tile
+    // with mass starting at or below the goal holds it (the first such starts at 0).
+    let before = select(0.0, scan[max(lane.idx, 1u) - 1u], lane.idx > 0u);
+    let goal = p.u * scan[WG - 1u];
+    if (lane.idx == 0u) {
+        atomicStore(&winner, 0u);
+    }
+    workgroupBarrier();
+    if (s > 0.0 && before <= goal) {
+        atomicMax(&winner, lane.idx);
+    }
+    workgroupBarrier();
+    if (lane.idx == atomicLoad(&winner)) {
+        // The walk repeats the tile's sum in the same order; rounding past its end falls back
+        // on the tile's last token with mass.
+        let r = goal - before;
+        var c = 0.0;
+        var tok = start;
+        for (var i = start; i < end; i++) {
+            let v = logits[base + i];
+            let w = select(0.0, mass(v, l_max, inv_t), key(v) >= cutoff);
+            c += w;
+            if (w > 0.0) {
+                tok = i;
+                if (c > r) {
+                    break;
+                }
+            }
+        }
+        out[0] = tok;
+    }
+}
+
+@compute @workgroup_size(WG)
+fn sample(lane: Lane) {
+    let base = p.row * p.vocab;
+    if (p.hist_len > 0u && (p.repetition_penalty != 1.0 || p.presence_penalty != 0.0)) {
+        penalize(base, lane);
+    }
+    var hi = LOWEST;
+    var lo = -LOWEST;
+    for (var i = lane.idx; i < p.vocab; i += WG) {
+        let v = logits[base + i];
+        hi = max(hi, v);
+        lo = min(lo, v);
+    }
+    let l_max = wg_max(hi, lane);
+    let top = key(l_max);
+    let inv_t = 1.0 / p.temperature;
+    var cutoff = key(-wg_max(-lo, lane));
+    var kept = p.vocab;
+    if (p.top_k > 0u && p.top_k < p.vocab) {
+        let cut = search(base, cutoff, top, false, f32(p.top_k), l_max, inv_t, lane);
+        cutoff = cut.cutoff;
+        if (lane.idx == 0u) {
+            uni_kept = u32(cut.weight);
+        }
+        kept = workgroupUniformLoad(&uni_kept);
+    }
+    if (p.top_p < 1.0) {
+        if (kept <= WG) {
+            cutoff = top_p_candidates(base, cutoff, kept, l_max, inv_t, lane);
+        } else {
+            cutoff = search(base, cutoff, top, true, p.top_p, l_max, inv_t, lane).cutoff;
+        }
+    }
+    pick(base, cutoff, l_max, inv_t, lane);
+}
