@@ -2,10 +2,13 @@
 // the chosen token id to out[0].
 //   argmax: greedy, ties to the lowest index (torch.argmax).
 //   sample: penalties (in place on the row) → temperature → top-k → top-p → inverse CDF with u.
-// Filters are thresholds on an order-preserving u32 key of the penalised logit (temperature
-// keeps the order, so they need no division): a token is kept iff key ≥ cutoff. Thresholds are
-// found by radix descent over the row, 16 candidate thresholds per pass, every sum in a fixed
-// order, so the same inputs and u always give the same token.
+// A token is kept iff the order-preserving u32 key of its penalised logit reaches a cutoff
+// (temperature keeps the order, so the filters need no division). Two routes:
+// - top-k ≤ WG, or a row of ≤ CAP tokens: one more pass over the row gathers a superset of the
+//   top k into workgroup memory, and the filters and the draw happen there;
+// - otherwise radix descent over the row finds each cutoff (16 thresholds a pass, at most 8
+//   passes each for top-k and top-p), and a scan of per-invocation tiles finds the draw.
+// Every sum runs in a fixed order, so the same inputs and u always give the same token.
 
 #include "common/reduce.wgsl"
 
@@ -33,19 +36,22 @@ struct Params {
 @group(0) @binding(4) var<storage, read_write> seen: array<atomic<u32>>;
 
 // Below every finite logit (a const may not be infinite).
-const LOWEST: f32 = -3.40282347e38;
+const LOWEST: f32 = -0x1.fffffep+127f;
+
+// Candidates gathered for the selection in workgroup memory.
+const CAP: u32 = 2u * WG;
 
 var<workgroup> red4: array<vec4<f32>, WG>;
-// Top-p candidates (at most WG: the tokens top-k kept), sorted by value.
-var<workgroup> cand_l: array<f32, WG>;
-var<workgroup> cand_e: array<f32, WG>;
-var<workgroup> cand_i: array<u32, WG>;
+var<workgroup> cand_l: array<f32, CAP>;
+var<workgroup> cand_i: array<u32, CAP>;
+var<workgroup> cand_e: array<f32, CAP>;
 var<workgroup> cand_n: atomic<u32>;
 var<workgroup> scan: array<f32, WG>;
 var<workgroup> winner: atomic<u32>;
-// Staging for values that steer loops around barriers (read back with workgroupUniformLoad).
+// Staging for values that steer control flow or must reach everyone (workgroupUniformLoad).
 var<workgroup> uni_passes: u32;
-var<workgroup> uni_kept: u32;
+var<workgroup> uni_t0: u32;
+var<workgroup> uni_n: u32;
 
 // Monotone in the float order (−0 folded onto +0, so equal floats get equal keys).
 fn key(v: f32) -> u32 {
@@ -139,16 +145,10 @@ fn penalize(base: u32, lane: Lane) {
     storageBarrier();
 }
 
-struct Cut {
-    cutoff: u32,
-    // Count (top-k) or mass (top-p) of the tokens with key ≥ cutoff.
-    weight: f32,
-}
-
 // The largest key t whose weight W(t) — the count (mass = false) or the mass of the tokens with
 // key ≥ t and ≥ low — reaches `goal` (a count), or goal·W(low) (a fraction of the mass).
 // Radix descent from the bits where `low` and `top` (the largest key) differ, 4 bits a pass.
-fn search(base: u32, low: u32, top: u32, by_mass: bool, goal: f32, l_max: f32, inv_t: f32, lane: Lane) -> Cut {
+fn search(base: u32, low: u32, top: u32, by_mass: bool, goal: f32, l_max: f32, inv_t: f32, lane: Lane) -> u32 {
     let bits0 = 32u - countLeadingZeros(low ^ top);
     if (lane.idx == 0u) {
         uni_passes = (bits0 + 3u) / 4u;
@@ -157,7 +157,6 @@ fn search(base: u32, low: u32, top: u32, by_mass: bool, goal: f32, l_max: f32, i
     var lo = low & select(~((1u << bits0) - 1u), 0u, bits0 == 32u);
     var bits = bits0;
     var need = goal;
-    var w_lo = f32(p.vocab);
     for (var step = 0u; step < passes; step++) {
         let nb = min(4u, bits);
         let shift = bits - nb;
@@ -205,57 +204,150 @@ fn search(base: u32, low: u32, top: u32, by_mass: bool, goal: f32, l_max: f32, i
             }
         }
         lo += j << shift;
-        w_lo = ws[j];
         bits = shift;
     }
-    return Cut(max(lo, low), w_lo);
+    return max(lo, low);
 }
 
-// Top-p over the `kept` (≤ WG) tokens with key ≥ cutoff, in workgroup memory: a token stays iff
-// the mass of strictly larger tokens is below top_p of the total, which keeps every token tied
-// with the last one needed. Returns the new cutoff.
-fn top_p_candidates(base: u32, cutoff: u32, kept: u32, l_max: f32, inv_t: f32, lane: Lane) -> u32 {
+// Exclusive prefix sum of x over the lanes in lane order, and the total (Hillis–Steele).
+fn wg_scan(x: f32, lane: Lane) -> vec2<f32> {
+    scan[lane.idx] = x;
+    workgroupBarrier();
+    for (var off = 1u; off < WG; off <<= 1u) {
+        var add = 0.0;
+        if (lane.idx >= off) {
+            add = scan[lane.idx - off];
+        }
+        workgroupBarrier();
+        scan[lane.idx] += add;
+        workgroupBarrier();
+    }
+    let r = vec2(select(0.0, scan[max(lane.idx, 1u) - 1u], lane.idx > 0u), scan[WG - 1u]);
+    workgroupBarrier();
+    return r;
+}
+
+// Gathers every token at or above a threshold into cand_*, returning how many there are (only
+// the first CAP are stored). The threshold is the row's minimum when the row fits, else the
+// k-th largest of the invocations' maxima: k distinct tokens reach it, so all of the top k do,
+// and with k ≤ WG usually few others (about k + k²/2WG for well-spread logits).
+fn gather(base: u32, lane_max: f32, l_min: f32, lane: Lane) -> u32 {
+    if (p.vocab <= CAP) {
+        if (lane.idx == 0u) {
+            uni_t0 = key(l_min);
+        }
+    } else {
+        cand_l[lane.idx] = lane_max;
+        workgroupBarrier();
+        var r = 0u;
+        for (var d = 0u; d < WG; d++) {
+            let m = cand_l[d];
+            r += u32(m > lane_max || (m == lane_max && d < lane.idx));
+        }
+        if (r == p.top_k - 1u) {
+            uni_t0 = key(lane_max);
+        }
+    }
     if (lane.idx == 0u) {
         atomicStore(&cand_n, 0u);
     }
-    workgroupBarrier();
+    let t0 = workgroupUniformLoad(&uni_t0);
     for (var i = lane.idx; i < p.vocab; i += WG) {
         let v = logits[base + i];
-        if (key(v) >= cutoff) {
+        if (key(v) >= t0) {
             let s = atomicAdd(&cand_n, 1u);
-            cand_l[s] = v;
-            cand_i[s] = i;
+            if (s < CAP) {
+                cand_l[s] = v;
+                cand_i[s] = i;
+            }
         }
     }
     workgroupBarrier();
-    // The gather order varies from run to run: sort by (value desc, index asc) so that every
-    // sum below runs in one fixed order.
-    let c = lane.idx;
-    let has = c < kept;
-    var v = LOWEST;
-    var rank = c;
-    if (has) {
-        v = cand_l[c];
-        let i = cand_i[c];
-        rank = 0u;
-        for (var d = 0u; d < kept; d++) {
-            let w = cand_l[d];
-            rank += u32(w > v || (w == v && cand_i[d] < i));
-        }
+    if (lane.idx == 0u) {
+        uni_n = atomicLoad(&cand_n);
+    }
+    return workgroupUniformLoad(&uni_n);
+}
+
+// Candidates with a strictly larger value than slot s (the first n).
+fn n_greater(s: u32, n: u32) -> u32 {
+    var r = 0u;
+    for (var d = 0u; d < n; d++) {
+        r += u32(cand_l[d] > cand_l[s]);
+    }
+    return r;
+}
+
+// Their mass, summed in slot order.
+fn mass_greater(s: u32, n: u32) -> f32 {
+    var m = 0.0;
+    for (var d = 0u; d < n; d++) {
+        m += select(0.0, cand_e[d], cand_l[d] > cand_l[s]);
+    }
+    return m;
+}
+
+// The whole selection among n ≤ CAP gathered candidates that hold every token top-k keeps
+// (all tokens when top-k is off), two slots an invocation.
+fn select_candidates(n: u32, k_on: bool, l_max: f32, inv_t: f32, lane: Lane) {
+    let s0 = 2u * lane.idx;
+    let s1 = s0 + 1u;
+    // The gather order varies from run to run: sort by token index, which is also the order
+    // the inverse CDF needs, so every sum below runs in one fixed order.
+    let v0 = cand_l[s0];
+    let i0 = cand_i[s0];
+    let v1 = cand_l[s1];
+    let i1 = cand_i[s1];
+    var r0 = 0u;
+    var r1 = 0u;
+    for (var d = 0u; d < n; d++) {
+        r0 += u32(cand_i[d] < i0);
+        r1 += u32(cand_i[d] < i1);
     }
     workgroupBarrier();
-    let e = select(0.0, mass(v, l_max, inv_t), has);
-    cand_l[rank] = v;
-    cand_e[rank] = e;
-    workgroupBarrier();
-    let total = wg_sum(cand_e[c], lane);
-    var above = 0.0;
-    let vc = cand_l[c];
-    for (var d = 0u; d < select(0u, kept, has) && cand_l[d] > vc; d++) {
-        above += cand_e[d];
+    if (s0 < n) {
+        cand_l[r0] = v0;
+        cand_i[r0] = i0;
     }
-    let stays = has && above < p.top_p * total;
-    return key(-wg_max(select(LOWEST, -vc, stays), lane));
+    if (s1 < n) {
+        cand_l[r1] = v1;
+        cand_i[r1] = i1;
+    }
+    workgroupBarrier();
+    // Top-k: fewer than k strictly larger, so ties with the k-th value stay.
+    let k0 = s0 < n && (!k_on || n_greater(s0, n) < p.top_k);
+    let k1 = s1 < n && (!k_on || n_greater(s1, n) < p.top_k);
+    let e0 = select(0.0, mass(cand_l[s0], l_max, inv_t), k0);
+    let e1 = select(0.0, mass(cand_l[s1], l_max, inv_t), k1);
+    cand_e[s0] = e0;
+    cand_e[s1] = e1;
+    var w0 = e0;
+    var w1 = e1;
+    if (p.top_p < 1.0) {
+        // Top-p: the mass of strictly larger tokens is below top_p of the total, which keeps
+        // every token tied with the last one needed.
+        let goal = p.top_p * wg_sum(e0 + e1, lane);
+        w0 = select(0.0, e0, mass_greater(s0, n) < goal);
+        w1 = select(0.0, e1, mass_greater(s1, n) < goal);
+    }
+    // Inverse CDF in index order: the last slot with mass whose prefix is ≤ u·total (the first
+    // with mass starts at 0, so one always qualifies).
+    let pre = wg_scan(w0 + w1, lane);
+    let goal = p.u * pre.y;
+    if (lane.idx == 0u) {
+        atomicStore(&winner, 0u);
+    }
+    workgroupBarrier();
+    if (w0 > 0.0 && pre.x <= goal) {
+        atomicMax(&winner, s0);
+    }
+    if (w1 > 0.0 && pre.x + w0 <= goal) {
+        atomicMax(&winner, s1);
+    }
+    workgroupBarrier();
+    if (lane.idx == 0u) {
+        out[0] = cand_i[atomicLoad(&winner)];
+    }
 }
 
 // Inverse CDF over the kept tokens in index order. Invocation t owns the contiguous tile
@@ -269,21 +361,11 @@ fn pick(base: u32, cutoff: u32, l_max: f32, inv_t: f32, lane: Lane) {
         let v = logits[base + i];
         s += select(0.0, mass(v, l_max, inv_t), key(v) >= cutoff);
     }
-    scan[lane.idx] = s;
-    workgroupBarrier();
-    for (var off = 1u; off < WG; off <<= 1u) {
-        var add = 0.0;
-        if (lane.idx >= off) {
-            add = scan[lane.idx - off];
-        }
-        workgroupBarrier();
-        scan[lane.idx] += add;
-        workgroupBarrier();
-    }
-    // Tile boundaries come from the one scan, so consecutive tiles meet exactly; the last tile
+    // Tile boundaries come from one scan, so consecutive tiles meet exactly; the last tile
     // with mass starting at or below the goal holds it (the first such starts at 0).
-    let before = select(0.0, scan[max(lane.idx, 1u) - 1u], lane.idx > 0u);
-    let goal = p.u * scan[WG - 1u];
+    let pre = wg_scan(s, lane);
+    let before = pre.x;
+    let goal = p.u * pre.y;
     if (lane.idx == 0u) {
         atomicStore(&winner, 0u);
     }
@@ -327,24 +409,25 @@ fn sample(lane: Lane) {
         lo = min(lo, v);
     }
     let l_max = wg_max(hi, lane);
-    let top = key(l_max);
+    let l_min = -wg_max(-lo, lane);
     let inv_t = 1.0 / p.temperature;
-    var cutoff = key(-wg_max(-lo, lane));
-    var kept = p.vocab;
-    if (p.top_k > 0u && p.top_k < p.vocab) {
-        let cut = search(base, cutoff, top, false, f32(p.top_k), l_max, inv_t, lane);
-        cutoff = cut.cutoff;
-        if (lane.idx == 0u) {
-            uni_kept = u32(cut.weight);
+    let k_on = p.top_k > 0u && p.top_k < p.vocab;
+    // Usually everything happens in workgroup memory after one more pass over the row.
+    if ((k_on && p.top_k <= WG) || p.vocab <= CAP) {
+        let n = gather(base, hi, l_min, lane);
+        if (n <= CAP) {
+            select_candidates(n, k_on, l_max, inv_t, lane);
+            return;
         }
-        kept = workgroupUniformLoad(&uni_kept);
+    }
+    // Otherwise thresholds by radix search and the inverse CDF over the whole row.
+    let top = key(l_max);
+    var cutoff = key(l_min);
+    if (k_on) {
+        cutoff = search(base, cutoff, top, false, f32(p.top_k), l_max, inv_t, lane);
     }
     if (p.top_p < 1.0) {
-        if (kept <= WG) {
-            cutoff = top_p_candidates(base, cutoff, kept, l_max, inv_t, lane);
-        } else {
-            cutoff = search(base, cutoff, top, true, p.top_p, l_max, inv_t, lane).cutoff;
-        }
+        cutoff = search(base, cutoff, top, true, p.top_p, l_max, inv_t, lane);
     }
     pick(base, cutoff, l_max, inv_t, lane);
 }

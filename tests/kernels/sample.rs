@@ -58,9 +58,10 @@ fn argmax_matches_reference() {
                 assert_eq!(gpu_argmax(gpu, &x, rows, row), want, "argmax {rows}x{vocab} row {row} {:?}", gpu.caps.profile);
             }
         }
-        // Ties go to the lowest index, also across invocations; −inf entries are never chosen.
+        // Ties go to the lowest index, within an invocation (300 and 556 are 256 apart) and
+        // across; −inf entries are never chosen.
         let mut x = vec![f32::NEG_INFINITY; 1000];
-        for i in [999, 700, 300, 301] {
+        for i in [999, 556, 300, 301] {
             x[i] = 2.5;
         }
         x[5] = 1.0;
@@ -117,7 +118,9 @@ fn penalties_change_the_winner_once_per_distinct_token() {
     pos[5] = 2.0;
     pos[3] = 1.5;
     let neg: Vec<f32> = pos.iter().map(|v| v - 3.0).collect(); // 5: −1, 3: −1.5, rest −3
-    let cases: &[(&[f32], &[u32], usize, SampleParams, u32)] = &[
+    // (logits, history, presence_from, params, token)
+    type Case<'a> = (&'a [f32], &'a [u32], usize, SampleParams, u32);
+    let cases: &[Case] = &[
         (&pos, &[], 0, greedy(1.0, 0.0), 5),
         // 2/1.2 = 1.67 still wins; penalising each repeat (2/1.2³ = 1.16) would lose.
         (&pos, &[5, 5, 9, 5], 0, greedy(1.2, 0.0), 5),
@@ -205,6 +208,27 @@ fn sample_matches_reference_for_random_u() {
 }
 
 #[test]
+fn many_ties_leave_workgroup_memory_for_the_search() {
+    // A third of the row ties at the top: more than the 512 candidates workgroup memory holds,
+    // so top-k ≤ 256 falls back on the radix search, and every tied token must stay.
+    let mut rng = Rng::new(15);
+    let x: Vec<f32> = (0..3000).map(|_| rng.below(3) as f32).collect();
+    let tops: Vec<usize> = (0..x.len()).filter(|&i| x[i] == 2.0).collect();
+    for gpu in gpus() {
+        for (top_k, top_p) in [(20, 1.0), (20, 0.5), (0, 0.3), (256, 0.9)] {
+            for _ in 0..3 {
+                let params = SampleParams { top_k, top_p, u: rng.uniform(), ..Default::default() };
+                let got = gpu_sample(gpu, &x, 1, 0, &[], 0, &params);
+                // Equal masses: the CDF over the tied top tokens is uniform, and exact.
+                let want = tops[(params.u * tops.len() as f32) as usize] as u32;
+                assert_eq!(sample_ref(&x, &[], 0, &params), want, "reference {params:?}");
+                assert_eq!(got, want, "{params:?} {:?}", gpu.caps.profile);
+            }
+        }
+    }
+}
+
+#[test]
 fn same_u_same_token_and_top_k_one_is_greedy() {
     let mut rng = Rng::new(13);
     let x = lm_logits(&mut rng, 1000);
@@ -241,3 +265,4 @@ fn real_vocabulary() {
         assert_eq!(gpu_sample(gpu, &x, 1, 0, &[], 0, &greedy), argmax_ref(&x));
     }
 }
+
