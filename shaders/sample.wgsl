@@ -4,8 +4,9 @@
 //   sample: penalties (in place on the row) → temperature → top-k → top-p → inverse CDF with u.
 // A token is kept iff the order-preserving u32 key of its penalised logit reaches a cutoff
 // (temperature keeps the order, so the filters need no division). Two routes:
-// - top-k ≤ WG, or a row of ≤ CAP tokens: one more pass over the row gathers a superset of the
-//   top k into workgroup memory, and the filters and the draw happen there;
+// - top-k ≤ WG, top-p alone, or a row of ≤ CAP tokens: one more pass over the row gathers the
+//   largest tokens (a superset of the top k; for top-p alone, enough if their mass suffices)
+//   into workgroup memory, and the filters and the draw happen there;
 // - otherwise radix descent over the row finds each cutoff (16 thresholds a pass, at most 8
 //   passes each for top-k and top-p), and a scan of per-invocation tiles finds the draw.
 // Every sum runs in a fixed order, so the same inputs and u always give the same token.
@@ -52,6 +53,7 @@ var<workgroup> winner: atomic<u32>;
 var<workgroup> uni_passes: u32;
 var<workgroup> uni_t0: u32;
 var<workgroup> uni_n: u32;
+var<workgroup> uni_fits: u32;
 
 // Monotone in the float order (−0 folded onto +0, so equal floats get equal keys).
 fn key(v: f32) -> u32 {
@@ -229,9 +231,10 @@ fn wg_scan(x: f32, lane: Lane) -> vec2<f32> {
 
 // Gathers every token at or above a threshold into cand_*, returning how many there are (only
 // the first CAP are stored). The threshold is the row's minimum when the row fits, else the
-// k-th largest of the invocations' maxima: k distinct tokens reach it, so all of the top k do,
-// and with k ≤ WG usually few others (about k + k²/2WG for well-spread logits).
-fn gather(base: u32, lane_max: f32, l_min: f32, lane: Lane) -> u32 {
+// rank-th largest of the invocations' maxima: `rank` distinct tokens reach it, so the top
+// `rank` tokens all do, and for well-spread logits about WG·ln(WG / (WG − rank)) tokens in
+// all (21 for rank 20, 355 for 192). With `row_part`, also sums the masses of the whole row.
+fn gather(base: u32, lane_max: f32, l_min: f32, rank: u32, row_part: ptr<function, f32>, with_mass: bool, l_max: f32, inv_t: f32, lane: Lane) -> u32 {
     if (p.vocab <= CAP) {
         if (lane.idx == 0u) {
             uni_t0 = key(l_min);
@@ -244,7 +247,7 @@ fn gather(base: u32, lane_max: f32, l_min: f32, lane: Lane) -> u32 {
             let m = cand_l[d];
             r += u32(m > lane_max || (m == lane_max && d < lane.idx));
         }
-        if (r == p.top_k - 1u) {
+        if (r == rank - 1u) {
             uni_t0 = key(lane_max);
         }
     }
@@ -254,6 +257,9 @@ fn gather(base: u32, lane_max: f32, l_min: f32, lane: Lane) -> u32 {
     let t0 = workgroupUniformLoad(&uni_t0);
     for (var i = lane.idx; i < p.vocab; i += WG) {
         let v = logits[base + i];
+        if (with_mass) {
+            *row_part += mass(v, l_max, inv_t);
+        }
         if (key(v) >= t0) {
             let s = atomicAdd(&cand_n, 1u);
             if (s < CAP) {
@@ -287,13 +293,12 @@ fn mass_greater(s: u32, n: u32) -> f32 {
     return m;
 }
 
-// The whole selection among n ≤ CAP gathered candidates that hold every token top-k keeps
-// (all tokens when top-k is off), two slots an invocation.
-fn select_candidates(n: u32, k_on: bool, l_max: f32, inv_t: f32, lane: Lane) {
+// Sorts the n gathered candidates by token index, two slots an invocation (2·lane, 2·lane + 1).
+// The gather order varies from run to run, and index order is the one the inverse CDF needs, so
+// every later sum runs in one fixed order.
+fn sort_candidates(n: u32, lane: Lane) {
     let s0 = 2u * lane.idx;
     let s1 = s0 + 1u;
-    // The gather order varies from run to run: sort by token index, which is also the order
-    // the inverse CDF needs, so every sum below runs in one fixed order.
     let v0 = cand_l[s0];
     let i0 = cand_i[s0];
     let v1 = cand_l[s1];
@@ -314,34 +319,43 @@ fn select_candidates(n: u32, k_on: bool, l_max: f32, inv_t: f32, lane: Lane) {
         cand_i[r1] = i1;
     }
     workgroupBarrier();
-    // Top-k: fewer than k strictly larger, so ties with the k-th value stay.
-    let k0 = s0 < n && (!k_on || n_greater(s0, n) < p.top_k);
-    let k1 = s1 < n && (!k_on || n_greater(s1, n) < p.top_k);
-    let e0 = select(0.0, mass(cand_l[s0], l_max, inv_t), k0);
-    let e1 = select(0.0, mass(cand_l[s1], l_max, inv_t), k1);
+}
+
+// The mass of candidate slot s if top-k keeps it (fewer than k strictly larger, so ties with
+// the k-th value stay), else 0.
+fn cand_mass(s: u32, n: u32, k_on: bool, l_max: f32, inv_t: f32) -> f32 {
+    let kept = s < n && (!k_on || n_greater(s, n) < p.top_k);
+    return select(0.0, mass(cand_l[s], l_max, inv_t), kept);
+}
+
+// Top-p against `goal` (top_p of the mass), then the inverse CDF, among the sorted candidates
+// whose masses after top-k are e0 and e1 in this invocation's two slots.
+fn draw_candidates(n: u32, e0: f32, e1: f32, goal: f32, lane: Lane) {
+    let s0 = 2u * lane.idx;
+    let s1 = s0 + 1u;
     cand_e[s0] = e0;
     cand_e[s1] = e1;
+    workgroupBarrier();
     var w0 = e0;
     var w1 = e1;
     if (p.top_p < 1.0) {
-        // Top-p: the mass of strictly larger tokens is below top_p of the total, which keeps
-        // every token tied with the last one needed.
-        let goal = p.top_p * wg_sum(e0 + e1, lane);
+        // Kept iff the mass of strictly larger tokens is below the goal, which keeps every
+        // token tied with the last one needed.
         w0 = select(0.0, e0, mass_greater(s0, n) < goal);
         w1 = select(0.0, e1, mass_greater(s1, n) < goal);
     }
     // Inverse CDF in index order: the last slot with mass whose prefix is ≤ u·total (the first
     // with mass starts at 0, so one always qualifies).
     let pre = wg_scan(w0 + w1, lane);
-    let goal = p.u * pre.y;
+    let target_mass = p.u * pre.y;
     if (lane.idx == 0u) {
         atomicStore(&winner, 0u);
     }
     workgroupBarrier();
-    if (w0 > 0.0 && pre.x <= goal) {
+    if (w0 > 0.0 && pre.x <= target_mass) {
         atomicMax(&winner, s0);
     }
-    if (w1 > 0.0 && pre.x + w0 <= goal) {
+    if (w1 > 0.0 && pre.x + w0 <= target_mass) {
         atomicMax(&winner, s1);
     }
     workgroupBarrier();
@@ -412,12 +426,35 @@ fn sample(lane: Lane) {
     let l_min = -wg_max(-lo, lane);
     let inv_t = 1.0 / p.temperature;
     let k_on = p.top_k > 0u && p.top_k < p.vocab;
-    // Usually everything happens in workgroup memory after one more pass over the row.
-    if ((k_on && p.top_k <= WG) || p.vocab <= CAP) {
-        let n = gather(base, hi, l_min, lane);
+    let p_on = p.top_p < 1.0;
+    // Usually everything happens in workgroup memory after one more pass over the row. With
+    // top-k the candidates hold every token it keeps; with top-p alone on a long row they are
+    // only the largest tokens, which hold the top-p set iff their mass reaches the goal.
+    if (p.vocab <= CAP || (k_on && p.top_k <= WG) || (!k_on && p_on)) {
+        let partial = !k_on && p.vocab > CAP;
+        var row_part = 0.0;
+        let n = gather(base, hi, l_min, select(3u * WG / 4u, p.top_k, k_on), &row_part, partial, l_max, inv_t, lane);
         if (n <= CAP) {
-            select_candidates(n, k_on, l_max, inv_t, lane);
-            return;
+            sort_candidates(n, lane);
+            let e0 = cand_mass(2u * lane.idx, n, k_on, l_max, inv_t);
+            let e1 = cand_mass(2u * lane.idx + 1u, n, k_on, l_max, inv_t);
+            var goal = 0.0;
+            var fits = true;
+            if (p_on) {
+                let total = wg_sum(e0 + e1, lane);
+                goal = p.top_p * total;
+                if (partial) {
+                    goal = p.top_p * wg_sum(row_part, lane);
+                    if (lane.idx == 0u) {
+                        uni_fits = u32(total >= goal);
+                    }
+                    fits = workgroupUniformLoad(&uni_fits) == 1u;
+                }
+            }
+            if (fits) {
+                draw_candidates(n, e0, e1, goal, lane);
+                return;
+            }
         }
     }
     // Otherwise thresholds by radix search and the inverse CDF over the whole row.

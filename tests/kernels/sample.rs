@@ -171,7 +171,8 @@ fn penalties_apply_in_place_as_documented() {
 fn sample_matches_reference_for_random_u() {
     let mut rng = Rng::new(12);
     let qwen = SampleParams { temperature: 0.7, top_k: 20, top_p: 0.8, presence_penalty: 1.5, ..Default::default() };
-    // Each filter path: candidates in workgroup memory (kept ≤ 256) and radix search by mass.
+    // Both routes: workgroup memory (rows ≤ 512, top-k ≤ 256) and radix search over the row
+    // (top-p alone on these short rows, top-k 300).
     let settings = [
         SampleParams::default(),
         qwen,
@@ -226,6 +227,64 @@ fn many_ties_leave_workgroup_memory_for_the_search() {
             }
         }
     }
+}
+
+#[test]
+fn top_k_keeps_exactly_the_k_largest() {
+    // k + 3 favourites of similar mass over a low tail: a u at the middle of a kept token's CDF
+    // interval must give that token, the k-th largest (the first to go missing) included.
+    let mut rng = Rng::new(17);
+    let n = 5000;
+    for gpu in gpus() {
+        for k in [1u32, 5, 100, 200, 256] {
+            let mut x = rng.vec(n, 1.0);
+            for _ in 0..k + 3 {
+                x[rng.below(n as u64) as usize] = 10.0 + rng.sym(0.5);
+            }
+            let params = SampleParams { top_k: k, ..Default::default() };
+            let probs = sample_probs_ref(&x, &[], 0, &params);
+            let kept: Vec<usize> = (0..n).filter(|&i| probs[i] > 0.0).collect();
+            assert_eq!(kept.len(), k as usize);
+            let kth = *kept.iter().min_by(|&&a, &&b| x[a].total_cmp(&x[b])).unwrap();
+            for _ in 0..3 {
+                let pick = kept[rng.below(kept.len() as u64) as usize];
+                for i in [kth, pick] {
+                    let u = (probs[..i].iter().sum::<f64>() + probs[i] / 2.0) as f32;
+                    let got = gpu_sample(gpu, &x, 1, 0, &[], 0, &SampleParams { u, ..params });
+                    assert_eq!(got as usize, i, "top_k {k}, u = {u} {:?}", gpu.caps.profile);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn top_p_alone_on_a_long_row() {
+    // Top-p without top-k gathers the ~355 largest tokens: enough when 40 favourites hold
+    // ~99% of the mass, not when the row is flat (then the radix search takes over).
+    let mut rng = Rng::new(16);
+    let n = 20000;
+    let flat = rng.vec(n, 1.0);
+    let mut peaked = rng.vec(n, 3.0);
+    for _ in 0..40 {
+        peaked[rng.below(n as u64) as usize] = 12.0 + rng.sym(1.0);
+    }
+    let (mut total, mut differ) = (0, 0);
+    for gpu in gpus() {
+        for (name, x) in [("flat", &flat), ("peaked", &peaked)] {
+            for (temperature, top_p) in [(1.0, 0.9), (0.7, 0.5), (1.5, 0.97)] {
+                for _ in 0..4 {
+                    let params = SampleParams { temperature, top_p, u: rng.uniform(), ..Default::default() };
+                    let what = format!("{name} {params:?} {:?}", gpu.caps.profile);
+                    let got = gpu_sample(gpu, x, 1, 0, &[], 0, &params);
+                    assert_allowed(&what, &sample_probs_ref(x, &[], 0, &params), params.u, got);
+                    total += 1;
+                    differ += usize::from(got != sample_ref(x, &[], 0, &params));
+                }
+            }
+        }
+    }
+    assert!(differ * 20 <= total, "{differ} of {total} tokens differ from the reference");
 }
 
 #[test]
