@@ -171,8 +171,8 @@ fn penalties_apply_in_place_as_documented() {
 fn sample_matches_reference_for_random_u() {
     let mut rng = Rng::new(12);
     let qwen = SampleParams { temperature: 0.7, top_k: 20, top_p: 0.8, presence_penalty: 1.5, ..Default::default() };
-    // Both routes: workgroup memory (rows ≤ 512, top-k ≤ 256) and radix search over the row
-    // (top-p alone on these short rows, top-k 300).
+    // Both routes: workgroup memory (rows ≤ 512, top-k ≤ 256, top-p alone when the largest
+    // tokens hold its mass) and radix search over the row (top-k 300, flatter rows).
     let settings = [
         SampleParams::default(),
         qwen,
