@@ -10,6 +10,7 @@ pub mod embed;
 pub mod norm;
 pub mod quant;
 pub mod rope;
+pub mod sample;
 
 use crate::gpu::{Gpu, KernelKey};
 

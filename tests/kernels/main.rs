@@ -9,6 +9,7 @@ mod embed;
 mod norm;
 mod quant;
 mod rope;
+mod sample;
 
 use std::sync::OnceLock;
 
