@@ -12,7 +12,7 @@
 
 use std::ops::Range;
 
-use crate::gpu::{row_chunks, DType, Gpu, GpuError, Tensor};
+use crate::gpu::{row_chunks, Gpu, GpuError, Tensor};
 
 pub const GROUP: usize = 32;
 
