@@ -3,6 +3,7 @@
 //! minimum profile. Tolerances are relative to the largest reference value (see
 //! `testing::rel_err`) and justified where they are set.
 
+mod attention;
 mod copy;
 mod elementwise;
 mod embed;

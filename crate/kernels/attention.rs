@@ -1,0 +1,275 @@
+//! Attention: the packed-f16 KV cache and its append, causal GQA prefill, split-K decode
+//! (flash-decoding) and the vision tower's bidirectional attention within segments.
+//!
+//! Shapes: q `[t, q_heads, head_dim]` f32; new k, v `[t, kv_heads, head_dim]` f32 (already
+//! normed and rotated); cache K and V `[kv_heads, capacity, head_dim]` f16; outputs
+//! `[t, q_heads · head_dim]` f32. Query row `i` sits at position `past + i` and sees cache
+//! positions `0..=past + i`, so append first, then attend. `head_dim` must be a multiple of 8
+//! (≤ 256) and `q_heads` a multiple of `kv_heads`. Scale is `head_dim^-0.5`.
+
+use std::ops::Range;
+
+use bytemuck::{Pod, Zeroable};
+
+use super::key;
+use crate::gpu::{grid, DType, Encoder, Gpu, GpuError, Tensor};
+
+const SHADER: &str = include_str!("../../shaders/attention.wgsl");
+
+/// Keys per decode tile (the shader's `DK`).
+const DECODE_TILE: usize = 256;
+/// Decode aims for about this many workgroups so long contexts fill a large GPU.
+const DECODE_TARGET_GROUPS: usize = 256;
+/// Largest query count `decode_attention` takes (one token, or a few speculative ones).
+pub const MAX_DECODE_QUERIES: usize = 4;
+
+#[repr(C)]
+#[derive(Clone, Copy, Default, Pod, Zeroable)]
+struct Params {
+    n: u32,
+    ratio: u32,
+    q_heads: u32,
+    kv_heads: u32,
+    past: u32,
+    capacity: u32,
+    segments: u32,
+    split_len: u32,
+    splits: u32,
+    ml_offset: u32,
+    scale: f32,
+    _pad: u32,
+}
+
+fn check_head_dim(head_dim: usize) {
+    assert!(head_dim.is_multiple_of(8) && (8..=256).contains(&head_dim), "attention head_dim {head_dim}: a multiple of 8 up to 256");
+}
+
+/// `head_dim^-0.5 · log2(e)`: the shader's softmax runs on exp2.
+fn scale(head_dim: usize) -> f32 {
+    ((head_dim as f64).powf(-0.5) * std::f64::consts::LOG2_E) as f32
+}
+
+fn u(x: usize) -> u32 {
+    u32::try_from(x).expect("attention size fits u32")
+}
+
+/// One layer's keys and values, packed f16 `[kv_heads, capacity, head_dim]` each.
+pub struct KvCache {
+    pub k: Tensor,
+    pub v: Tensor,
+    pub kv_heads: usize,
+    pub capacity: usize,
+    pub head_dim: usize,
+}
+
+impl KvCache {
+    /// Fails when one of K, V would exceed the adapter's binding limit (for 8 kv heads of 128
+    /// at the WebGPU minimum of 128 MiB: 65536 positions).
+    pub fn new(gpu: &Gpu, kv_heads: usize, capacity: usize, head_dim: usize) -> Result<KvCache, GpuError> {
+        check_head_dim(head_dim);
+        let shape = [kv_heads, capacity, head_dim];
+        gpu.check_binding(&format!("KV cache {shape:?} (f16)"), DType::F16.bytes(kv_heads * capacity * head_dim))?;
+        Ok(KvCache { k: gpu.empty(DType::F16, &shape)?, v: gpu.empty(DType::F16, &shape)?, kv_heads, capacity, head_dim })
+    }
+}
+
+/// Writes `k`, `v` (`[t, kv_heads, head_dim]` f32) into cache positions `past..past + t`.
+pub fn kv_append(enc: &mut Encoder, cache: &KvCache, k: &Tensor, v: &Tensor, past: usize) {
+    let (kvh, d) = (cache.kv_heads, cache.head_dim);
+    assert!(k.shape.len() == 3 && k.shape[1..] == [kvh, d], "kv_append k {:?} vs cache [_, {kvh}, {d}]", k.shape);
+    assert_eq!(k.shape, v.shape, "kv_append v");
+    let t = k.shape[0];
+    assert!(past + t <= cache.capacity, "kv_append: {past} + {t} positions exceed capacity {}", cache.capacity);
+    let words = t * kvh * d / 2;
+    let kernel = enc.gpu.kernel(key(enc.gpu, "attention", "kv_append").konst("D", u(d)), SHADER);
+    let params = Params { n: u(words), kv_heads: u(kvh), past: u(past), capacity: u(cache.capacity), ..Default::default() };
+    let bindings = [k.binding(), v.binding(), cache.k.binding(), cache.v.binding()];
+    enc.dispatch(&kernel, bytemuck::bytes_of(&params), &bindings, grid(u(words.div_ceil(256))));
+}
+
+/// Query rows per prefill workgroup (the shader's `PR`).
+fn prefill_rows(head_dim: usize) -> usize {
+    (2048 / head_dim).min(64)
+}
+
+fn q_shape(q: &Tensor, cache: &KvCache, out: &Tensor) -> (usize, usize) {
+    let d = cache.head_dim;
+    assert!(q.shape.len() == 3 && q.shape[2] == d, "attention q {:?} vs head_dim {d}", q.shape);
+    let (t, q_heads) = (q.shape[0], q.shape[1]);
+    assert!(q_heads % cache.kv_heads == 0, "{q_heads} q heads over {} kv heads", cache.kv_heads);
+    assert_eq!(out.numel(), t * q_heads * d, "attention out");
+    (t, q_heads)
+}
+
+/// Causal attention of `q` (`[t, q_heads, head_dim]`, positions `past..past + t`) over the
+/// cache, which must already hold positions `0..past + t`. Flash-attention tiles: a block of
+/// query rows per workgroup, keys streamed, online softmax. For `t ≤ 4` prefer
+/// [`decode_attention`], which also splits the keys.
+pub fn prefill_attention(enc: &mut Encoder, q: &Tensor, cache: &KvCache, past: usize, out: &Tensor) {
+    let (t, q_heads) = q_shape(q, cache, out);
+    assert!(past + t <= cache.capacity, "prefill past {past} + {t} exceed capacity {}", cache.capacity);
+    let ratio = q_heads / cache.kv_heads;
+    let rows = t * ratio;
+    let kernel = enc.gpu.kernel(key(enc.gpu, "attention", "prefill").konst("D", u(cache.head_dim)), SHADER);
+    let params = Params {
+        n: u(rows),
+        ratio: u(ratio),
+        q_heads: u(q_heads),
+        kv_heads: u(cache.kv_heads),
+        past: u(past),
+        capacity: u(cache.capacity),
+        scale: scale(cache.head_dim),
+        ..Default::default()
+    };
+    let bindings = [q.binding(), cache.k.binding(), cache.v.binding(), out.binding()];
+    let [x, y, _] = grid(u(rows.div_ceil(prefill_rows(cache.head_dim))));
+    enc.dispatch(&kernel, bytemuck::bytes_of(&params), &bindings, [x, y, u(cache.kv_heads)]);
+}
+
+/// Rows per decode workgroup (the shader's `RB`; its q takes at most 4 KiB) and row blocks
+/// per kv head, for `rows` query rows per kv head.
+fn decode_blocks(rows: usize, head_dim: usize) -> (usize, usize) {
+    let rmax = (1024 / head_dim).min(8);
+    let blocks = rows.div_ceil(rmax);
+    (rows.div_ceil(blocks), blocks)
+}
+
+/// Splits of the `keys` cache rows and keys per split (whole tiles), for `groups` workgroups
+/// per split.
+fn decode_splits(keys: usize, groups: usize) -> (usize, usize) {
+    let tiles = keys.div_ceil(DECODE_TILE).max(1);
+    let want = DECODE_TARGET_GROUPS.div_ceil(groups).clamp(1, tiles);
+    let per = tiles.div_ceil(want);
+    (tiles.div_ceil(per), per * DECODE_TILE)
+}
+
+/// The partials `decode_attention` needs for up to `queries` query rows of `q_heads` heads
+/// over this cache (one serves every layer: layers run one after the other).
+pub fn decode_scratch(gpu: &Gpu, cache: &KvCache, q_heads: usize, queries: usize) -> Result<Tensor, GpuError> {
+    let ratio = q_heads / cache.kv_heads;
+    // The most splits any number of keys up to the capacity gets (see `decode_splits`).
+    let tiles = cache.capacity.div_ceil(DECODE_TILE).max(1);
+    let floats = (1..=queries)
+        .map(|t| {
+            let (_, blocks) = decode_blocks(t * ratio, cache.head_dim);
+            let splits = DECODE_TARGET_GROUPS.div_ceil(cache.kv_heads * blocks).clamp(1, tiles);
+            t * q_heads * splits * (cache.head_dim + 4)
+        })
+        .max()
+        .unwrap_or(0);
+    gpu.empty(DType::F32, &[floats])
+}
+
+/// Causal attention for a few query rows (`t ≤ MAX_DECODE_QUERIES`) over a long cache, which
+/// must already hold positions `0..past + t`: pass 1 scores splits of the keys in parallel
+/// (flash-decoding), pass 2 combines the splits. `scratch` comes from [`decode_scratch`].
+pub fn decode_attention(enc: &mut Encoder, q: &Tensor, cache: &KvCache, past: usize, scratch: &Tensor, out: &Tensor) {
+    let (t, q_heads) = q_shape(q, cache, out);
+    assert!((1..=MAX_DECODE_QUERIES).contains(&t), "decode_attention takes 1..={MAX_DECODE_QUERIES} queries, not {t}");
+    assert!(past + t <= cache.capacity, "decode past {past} + {t} exceed capacity {}", cache.capacity);
+    let d = cache.head_dim;
+    let ratio = q_heads / cache.kv_heads;
+    let (rb, blocks) = decode_blocks(t * ratio, d);
+    let (splits, split_len) = decode_splits(past + t, cache.kv_heads * blocks);
+    let rows = t * q_heads;
+    assert!(scratch.numel() >= rows * splits * (d + 4), "decode scratch too small: use decode_scratch");
+    let params = Params {
+        n: u(t * ratio),
+        ratio: u(ratio),
+        q_heads: u(q_heads),
+        kv_heads: u(cache.kv_heads),
+        past: u(past),
+        capacity: u(cache.capacity),
+        split_len: u(split_len),
+        splits: u(splits),
+        ml_offset: u(rows * splits * d / 4),
+        scale: scale(d),
+        ..Default::default()
+    };
+    let pass1 = enc.gpu.kernel(key(enc.gpu, "attention", "decode").flag("DECODE", true).konst("D", u(d)).konst("RB", u(rb)), SHADER);
+    let bindings = [q.binding(), cache.k.binding(), cache.v.binding(), scratch.binding()];
+    enc.dispatch(&pass1, bytemuck::bytes_of(&params), &bindings, [u(splits), u(blocks), u(cache.kv_heads)]);
+    let pass2 = enc.gpu.kernel(key(enc.gpu, "attention", "combine").konst("D", u(d)), SHADER);
+    enc.dispatch(&pass2, bytemuck::bytes_of(&params), &[scratch.binding(), out.binding()], [u(rows), 1, 1]);
+}
+
+/// The vision tower's attention: `qkv` `[n, 3, heads, head_dim]` f32 (the qkv projection's
+/// rows, read in place), bidirectional within the segments `cu_seqlens` (`u32` offsets from
+/// 0 to n); `out` `[n, heads · head_dim]`.
+pub fn vit_attention(enc: &mut Encoder, qkv: &Tensor, cu_seqlens: &Tensor, out: &Tensor) {
+    assert!(qkv.shape.len() == 4 && qkv.shape[1] == 3, "vit_attention qkv {:?}: [n, 3, heads, head_dim]", qkv.shape);
+    let (n, heads, d) = (qkv.shape[0], qkv.shape[2], qkv.shape[3]);
+    check_head_dim(d);
+    assert!(cu_seqlens.dtype == DType::U32 && cu_seqlens.numel() >= 2, "vit_attention cu_seqlens");
+    assert_eq!(out.numel(), n * heads * d, "vit_attention out");
+    let kernel = enc.gpu.kernel(key(enc.gpu, "attention", "prefill").flag("VIT", true).konst("D", u(d)), SHADER);
+    let params = Params {
+        n: u(n),
+        ratio: 1,
+        q_heads: u(heads),
+        kv_heads: u(heads),
+        segments: u(cu_seqlens.numel() - 1),
+        scale: scale(d),
+        ..Default::default()
+    };
+    let bindings = [qkv.binding(), cu_seqlens.binding(), out.binding()];
+    let [x, y, _] = grid(u(n.div_ceil(prefill_rows(d))));
+    enc.dispatch(&kernel, bytemuck::bytes_of(&params), &bindings, [x, y, u(heads)]);
+}
+
+/// Key range of each query row for causal attention of `t` queries after `past` positions.
+pub fn causal_keys(t: usize, past: usize) -> Vec<Range<usize>> {
+    (0..t).map(|i| 0..past + i + 1).collect()
+}
+
+/// Key range of each token for bidirectional attention within the segments `cu_seqlens`.
+pub fn segment_keys(cu_seqlens: &[u32]) -> Vec<Range<usize>> {
+    cu_seqlens
+        .windows(2)
+        .flat_map(|w| {
+            let seg = w[0] as usize..w[1] as usize;
+            std::iter::repeat_n(seg.clone(), seg.len())
+        })
+        .collect()
+}
+
+/// `softmax(q·kᵀ · head_dim^-0.5) · v` per q head, in f64: q `[t, q_heads, head_dim]`,
+/// k and v `[len, kv_heads, head_dim]` (q head h reads kv head h / (q_heads / kv_heads)),
+/// query row i attending to the keys `keys[i]`. Returns `[t, q_heads · head_dim]`.
+pub fn attention_ref(q: &[f32], k: &[f32], v: &[f32], q_heads: usize, kv_heads: usize, head_dim: usize, keys: &[Range<usize>]) -> Vec<f32> {
+    let d = head_dim;
+    let ratio = q_heads / kv_heads;
+    let scale = (d as f64).powf(-0.5);
+    let mut out = vec![0f32; keys.len() * q_heads * d];
+    for (i, range) in keys.iter().enumerate() {
+        for h in 0..q_heads {
+            let qr = &q[(i * q_heads + h) * d..][..d];
+            let at = |j: usize| (j * kv_heads + h / ratio) * d;
+            let scores: Vec<f64> = range
+                .clone()
+                .map(|j| k[at(j)..][..d].iter().zip(qr).map(|(&a, &b)| a as f64 * b as f64).sum::<f64>() * scale)
+                .collect();
+            let mx = scores.iter().fold(f64::NEG_INFINITY, |m, &s| m.max(s));
+            let mut total = 0f64;
+            let mut o = vec![0f64; d];
+            for (j, s) in range.clone().zip(scores) {
+                let w = (s - mx).exp();
+                total += w;
+                for (oo, &vv) in o.iter_mut().zip(&v[at(j)..][..d]) {
+                    *oo += w * vv as f64;
+                }
+            }
+            for (dst, oo) in out[(i * q_heads + h) * d..][..d].iter_mut().zip(o) {
+                *dst = (oo / total) as f32;
+            }
+        }
+    }
+    out
+}
+
+/// [`attention_ref`] for the vision tower's packed `qkv` (`[n, 3, heads, head_dim]`).
+pub fn vit_attention_ref(qkv: &[f32], heads: usize, head_dim: usize, cu_seqlens: &[u32]) -> Vec<f32> {
+    let w = heads * head_dim;
+    let part = |p: usize| -> Vec<f32> { qkv.chunks(3 * w).flat_map(|row| row[p * w..(p + 1) * w].to_vec()).collect() };
+    attention_ref(&part(0), &part(1), &part(2), heads, heads, head_dim, &segment_keys(cu_seqlens))
+}

@@ -1,0 +1,474 @@
+// Attention: the f16 KV cache append, tiled causal GQA prefill (and, with VIT, the vision
+// tower's bidirectional attention within cu_seqlens segments), and split-K decode + combine.
+//
+// D (head dim, a multiple of 8) comes from Rust; every size below derives from it. Rows of q,
+// k, v and out are read as 8-dim chunks: two vec4<f32>, or one vec4<u32> of packed f16.
+// KV cache: K and V each [kv_heads, capacity, D] packed f16 (one head's keys contiguous).
+// Softmax: f32, online (running max m, running sum l); q is pre-scaled by D^-0.5·log2(e) so
+// the exponentials are exp2. Keys outside a row's range get weight exactly 0.
+
+const D8: u32 = D / 8u;
+// "No key yet": finite, so exp2(NEG - m) is 0 rather than NaN.
+const NEG: f32 = -1.0e30;
+
+struct Params {
+    // Work items: words to append, query rows per kv head (positions × q heads per kv head),
+    // ViT tokens, or partial rows to combine.
+    n: u32,
+    // q heads per kv head (1 for the ViT).
+    ratio: u32,
+    // Heads in a q / out row.
+    q_heads: u32,
+    kv_heads: u32,
+    // Position of the first query row; the cache holds positions 0..past+queries.
+    past: u32,
+    // Cache rows per head.
+    capacity: u32,
+    // ViT: segments (cu_seqlens holds segments + 1 offsets).
+    segments: u32,
+    // Decode: keys per split, splits per row, and the vec4 index where the per-split
+    // (max, sum) pairs start in the partials.
+    split_len: u32,
+    splits: u32,
+    ml_offset: u32,
+    // D^-0.5 · log2(e).
+    scale: f32,
+    _pad: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+
+// Each entry point uses its own subset; variables sharing a binding number never meet in one.
+@group(0) @binding(1) var<storage, read> q: array<vec4<f32>>;      // q, or the ViT's [n, 3, heads, D] qkv
+@group(0) @binding(2) var<storage, read> kc: array<vec4<u32>>;     // K cache
+@group(0) @binding(3) var<storage, read> vc: array<vec4<u32>>;     // V cache
+@group(0) @binding(4) var<storage, read_write> out: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> cu_seqlens: array<u32>;   // ViT
+@group(0) @binding(3) var<storage, read_write> vit_out: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read_write> partial: array<vec4<f32>>; // decode → combine
+@group(0) @binding(1) var<storage, read> partial_in: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> combined: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read> k_new: array<vec2<f32>>;  // append
+@group(0) @binding(2) var<storage, read> v_new: array<vec2<f32>>;
+@group(0) @binding(3) var<storage, read_write> k_store: array<u32>;
+@group(0) @binding(4) var<storage, read_write> v_store: array<u32>;
+
+fn unpack_lo(w: vec4<u32>) -> vec4<f32> {
+    return vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y));
+}
+
+fn unpack_hi(w: vec4<u32>) -> vec4<f32> {
+    return vec4<f32>(unpack2x16float(w.z), unpack2x16float(w.w));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Append: new k, v [t, kv_heads, D] f32 into cache rows past..past+t, one thread per f16 pair.
+
+const APPEND_WG: u32 = 256u;
+
+@compute @workgroup_size(APPEND_WG)
+fn kv_append(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let w = (wg.y * nwg.x + wg.x) * APPEND_WG + li;
+    if (w >= p.n) {
+        return;
+    }
+    let pairs = D / 2u;
+    let row = w / pairs;                 // i · kv_heads + h
+    let h = row % p.kv_heads;
+    let i = row / p.kv_heads;
+    let dst = (h * p.capacity + p.past + i) * pairs + w % pairs;
+    k_store[dst] = pack2x16float(k_new[w]);
+    v_store[dst] = pack2x16float(v_new[w]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Prefill / ViT: a workgroup takes PR query rows of one kv head (ratio-major: row g is position
+// g / ratio, q head kvh·ratio + g % ratio, so GQA heads share every loaded key) and streams the
+// block's keys through in tiles of PK. Thread t owns RG groups of 4 rows (a group's rows are the
+// components of its vec4s) in both phases: it scores keys t % D8 + {0,1,2,3}·D8 of the tile for
+// them, then accumulates their output chunk t % D8 over the tile's keys; so each row's max,
+// sum and output stay with one set of threads. Register tiles give several multiply-adds per
+// load: software adapters (lavapipe, SwiftShader) are bound by loads, one lane at a time.
+
+const PR: u32 = min(64u, 2048u / D);   // the block's q (PR·D floats) fills at most 8 KiB
+const PG: u32 = PR / 4u;               // row groups of 4
+// Row groups per thread: two reuse each loaded key twice as often, which pays up to D = 64;
+// beyond, the larger register tile costs more than it saves (measured on lavapipe).
+const RG: u32 = max(1u, min(2u, 128u / D));
+const PWG: u32 = PG / RG * D8;
+const PK: u32 = 4u * D8;
+
+var<workgroup> pq: array<vec4<f32>, PR * D / 4u>;   // [row][chunk][2]
+var<workgroup> pp: array<vec4<f32>, PK * PG>;       // probabilities [key][row group]
+var<workgroup> pred: array<vec4<f32>, PG * D8>;     // per row group and chunk: max, then sum
+
+struct Chunk {
+    a: vec4<f32>,
+    b: vec4<f32>,
+}
+
+#if VIT
+// qkv row j: [q all heads | k all heads | v all heads], each head D wide.
+fn qkv_chunk(j: u32, part: u32, h: u32, c: u32) -> Chunk {
+    let base = ((j * 3u + part) * p.q_heads + h) * (D / 4u) + 2u * c;
+    return Chunk(q[base], q[base + 1u]);
+}
+
+fn key_chunk(j: u32, kvh: u32, c: u32) -> Chunk {
+    return qkv_chunk(j, 1u, kvh, c);
+}
+
+fn value_chunk(j: u32, kvh: u32, c: u32) -> Chunk {
+    return qkv_chunk(j, 2u, kvh, c);
+}
+
+fn query_chunk(i: u32, h: u32, c: u32) -> Chunk {
+    return qkv_chunk(i, 0u, h, c);
+}
+
+// The segment [start, end) holding token i (cu_seqlens starts at 0 and ends at n).
+fn keys_of(i: u32) -> vec2<u32> {
+    var lo = 0u;
+    var hi = p.segments;
+    while (hi - lo > 1u) {
+        let mid = (lo + hi) / 2u;
+        if (cu_seqlens[mid] <= i) {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    return vec2<u32>(cu_seqlens[lo], cu_seqlens[lo + 1u]);
+}
+
+fn store_row(i: u32, h: u32, c: u32, o: Chunk) {
+    let base = (i * p.q_heads + h) * (D / 4u) + 2u * c;
+    vit_out[base] = o.a;
+    vit_out[base + 1u] = o.b;
+}
+#else
+fn key_chunk(j: u32, kvh: u32, c: u32) -> Chunk {
+    let w = kc[(kvh * p.capacity + j) * D8 + c];
+    return Chunk(unpack_lo(w), unpack_hi(w));
+}
+
+fn value_chunk(j: u32, kvh: u32, c: u32) -> Chunk {
+    let w = vc[(kvh * p.capacity + j) * D8 + c];
+    return Chunk(unpack_lo(w), unpack_hi(w));
+}
+
+fn query_chunk(i: u32, h: u32, c: u32) -> Chunk {
+    let base = (i * p.q_heads + h) * (D / 4u) + 2u * c;
+    return Chunk(q[base], q[base + 1u]);
+}
+
+// Causal: the query at position past + i sees keys 0..=past + i.
+fn keys_of(i: u32) -> vec2<u32> {
+    return vec2<u32>(0u, p.past + i + 1u);
+}
+
+fn store_row(i: u32, h: u32, c: u32, o: Chunk) {
+    let base = (i * p.q_heads + h) * (D / 4u) + 2u * c;
+    out[base] = o.a;
+    out[base + 1u] = o.b;
+}
+#endif
+
+// Column u of m (row u's values) times f[u].
+fn scale_columns(m: mat4x4<f32>, f: vec4<f32>) -> mat4x4<f32> {
+    return mat4x4<f32>(m[0] * f.x, m[1] * f.y, m[2] * f.z, m[3] * f.w);
+}
+
+// The 4-row block of the q tile at row group rg, chunk k, half `half`: columns are rows.
+fn q_rows(rg: u32, k: u32, half: u32) -> mat4x4<f32> {
+    let base = 2u * (4u * rg * D8 + k) + half;
+    return mat4x4<f32>(pq[base], pq[base + 2u * D8], pq[base + 4u * D8], pq[base + 6u * D8]);
+}
+
+// Whether key j is in each row's range [lo, hi).
+fn sees(j: u32, lo: vec4<u32>, hi: vec4<u32>) -> vec4<bool> {
+    return vec4<u32>(j) >= lo & vec4<u32>(j) < hi;
+}
+
+@compute @workgroup_size(PWG)
+fn prefill(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let kvh = wg.z;
+    let g0 = (wg.y * nwg.x + wg.x) * PR;
+    if (g0 >= p.n) {
+        return; // the whole workgroup: uniform
+    }
+    let c = t % D8;
+    // Per row group of this thread: positions, heads and key ranges of its 4 rows. Rows past
+    // the end compute like the last row and write nothing.
+    var pos: array<vec4<u32>, RG>;
+    var head: array<vec4<u32>, RG>;
+    var lo: array<vec4<u32>, RG>;
+    var hi: array<vec4<u32>, RG>;
+    for (var gi = 0u; gi < RG; gi++) {
+        let rg = (t / D8) * RG + gi;
+        let g = min(vec4<u32>(g0 + 4u * rg) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(p.n - 1u));
+        pos[gi] = g / p.ratio;
+        head[gi] = vec4<u32>(kvh * p.ratio) + g % p.ratio;
+        for (var u = 0u; u < 4u; u++) {
+            let range = keys_of(pos[gi][u]);
+            lo[gi][u] = range.x;
+            hi[gi][u] = range.y;
+            let qc = query_chunk(pos[gi][u], head[gi][u], c);
+            let at = 2u * ((4u * rg + u) * D8 + c);
+            pq[at] = qc.a * p.scale;
+            pq[at + 1u] = qc.b * p.scale;
+        }
+    }
+    // The block's keys: from its first row's start to its last row's end.
+    let first = keys_of(g0 / p.ratio).x;
+    let last = keys_of((min(g0 + PR, p.n) - 1u) / p.ratio).y;
+    workgroupBarrier();
+
+    var m: array<vec4<f32>, RG>;
+    var l: array<vec4<f32>, RG>;
+    var acc_a: array<mat4x4<f32>, RG>;
+    var acc_b: array<mat4x4<f32>, RG>;
+    for (var gi = 0u; gi < RG; gi++) {
+        m[gi] = vec4<f32>(NEG);
+    }
+    for (var j0 = first; j0 < last; j0 += PK) {
+        let key = vec4<u32>(j0 + c) + vec4<u32>(0u, D8, 2u * D8, 3u * D8);
+        let kl = min(key, vec4<u32>(last - 1u));
+        // Column k of s[gi]: key k's scores for the group's 4 rows.
+        var s: array<mat4x4<f32>, RG>;
+        for (var k = 0u; k < D8; k++) {
+            let k0 = key_chunk(kl.x, kvh, k);
+            let k1 = key_chunk(kl.y, kvh, k);
+            let k2 = key_chunk(kl.z, kvh, k);
+            let k3 = key_chunk(kl.w, kvh, k);
+            for (var gi = 0u; gi < RG; gi++) {
+                let rg = (t / D8) * RG + gi;
+                let qa = q_rows(rg, k, 0u);
+                let qb = q_rows(rg, k, 1u);
+                s[gi] += mat4x4<f32>(k0.a * qa + k0.b * qb, k1.a * qa + k1.b * qb, k2.a * qa + k2.b * qb, k3.a * qa + k3.b * qb);
+            }
+        }
+        let neg = vec4<f32>(NEG);
+        for (var gi = 0u; gi < RG; gi++) {
+            let x = max(select(neg, s[gi][0], sees(key.x, lo[gi], hi[gi])), select(neg, s[gi][1], sees(key.y, lo[gi], hi[gi])));
+            let y = max(select(neg, s[gi][2], sees(key.z, lo[gi], hi[gi])), select(neg, s[gi][3], sees(key.w, lo[gi], hi[gi])));
+            pred[((t / D8) * RG + gi) * D8 + c] = max(x, y);
+        }
+        workgroupBarrier();
+        for (var gi = 0u; gi < RG; gi++) {
+            let rg = (t / D8) * RG + gi;
+            var m_new = m[gi];
+            for (var k = 0u; k < D8; k++) {
+                m_new = max(m_new, pred[rg * D8 + k]);
+            }
+            let alpha = exp2(m[gi] - m_new);
+            m[gi] = m_new;
+            let zero = vec4<f32>(0.0);
+            let e0 = select(zero, exp2(s[gi][0] - m_new), sees(key.x, lo[gi], hi[gi]));
+            let e1 = select(zero, exp2(s[gi][1] - m_new), sees(key.y, lo[gi], hi[gi]));
+            let e2 = select(zero, exp2(s[gi][2] - m_new), sees(key.z, lo[gi], hi[gi]));
+            let e3 = select(zero, exp2(s[gi][3] - m_new), sees(key.w, lo[gi], hi[gi]));
+            l[gi] = l[gi] * alpha + (e0 + e1) + (e2 + e3);
+            pp[c * PG + rg] = e0;
+            pp[(c + D8) * PG + rg] = e1;
+            pp[(c + 2u * D8) * PG + rg] = e2;
+            pp[(c + 3u * D8) * PG + rg] = e3;
+            acc_a[gi] = scale_columns(acc_a[gi], alpha);
+            acc_b[gi] = scale_columns(acc_b[gi], alpha);
+        }
+        workgroupBarrier();
+        let keys = min(PK, last - j0);
+        for (var k = 0u; k < keys; k++) {
+            let v = value_chunk(j0 + k, kvh, c);
+            for (var gi = 0u; gi < RG; gi++) {
+                let e = pp[k * PG + (t / D8) * RG + gi];
+                acc_a[gi] += mat4x4<f32>(v.a * e.x, v.a * e.y, v.a * e.z, v.a * e.w);
+                acc_b[gi] += mat4x4<f32>(v.b * e.x, v.b * e.y, v.b * e.z, v.b * e.w);
+            }
+        }
+    }
+    // Each row's sum is spread over its D8 threads.
+    for (var gi = 0u; gi < RG; gi++) {
+        pred[((t / D8) * RG + gi) * D8 + c] = l[gi];
+    }
+    workgroupBarrier();
+    for (var gi = 0u; gi < RG; gi++) {
+        let rg = (t / D8) * RG + gi;
+        var l_row = vec4<f32>(0.0);
+        for (var k = 0u; k < D8; k++) {
+            l_row += pred[rg * D8 + k];
+        }
+        let a = scale_columns(acc_a[gi], 1.0 / l_row);
+        let b = scale_columns(acc_b[gi], 1.0 / l_row);
+        for (var u = 0u; u < 4u; u++) {
+            if (g0 + 4u * rg + u < p.n) {
+                store_row(pos[gi][u], head[gi][u], c, Chunk(a[u], b[u]));
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Decode pass 1: workgroup (split, row block, kv head) takes RB query rows of one kv head
+// against the keys of one split, in tiles of DK: thread t scores keys t + {0,1,2,3}·DWG (the
+// components of its vec4s) for every row, then accumulates output chunk t % D8 of every row
+// over the tile's keys ≡ t / D8 (mod DKL). All threads share each row's running max, so the
+// DKL key lanes' partial outputs add up without rescaling. Writes, per row and split, the
+// unnormalised output and (max, sum); the combine pass merges the splits.
+
+const DWG: u32 = 64u;
+const DK: u32 = 4u * DWG;
+const DKL: u32 = DWG / D8;
+// The decode shapes (the constant RB, rows per workgroup) exist only in decode's variants.
+#if DECODE
+const RB4: u32 = (RB + 3u) / 4u;
+
+var<workgroup> dq: array<vec4<f32>, RB * D / 4u>;   // [row][chunk][2]
+var<workgroup> dp: array<vec4<f32>, DK * RB4>;      // probabilities [key][row / 4]
+var<workgroup> dmx: array<f32, RB * DWG>;           // per-thread max [row][thread]
+var<workgroup> dmx2: array<f32, RB * 8u>;
+
+@compute @workgroup_size(DWG)
+fn decode(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wg: vec3<u32>) {
+    let split = wg.x;
+    let kvh = wg.z;
+    let g0 = wg.y * RB;
+    let start = split * p.split_len;
+    let end = min(start + p.split_len, p.past + p.n / p.ratio);
+
+    for (var k = t; k < RB * D / 4u; k += DWG) {
+        let g = min(g0 + k / (D / 4u), p.n - 1u);
+        let h = kvh * p.ratio + g % p.ratio;
+        dq[k] = q[((g / p.ratio) * p.q_heads + h) * (D / 4u) + k % (D / 4u)] * p.scale;
+    }
+    // Per row: keys below `hi` are visible; running max and sum; output chunk t % D8.
+    var hi: array<u32, RB>;
+    var m: array<f32, RB>;
+    var l: array<f32, RB>;
+    var acc: array<vec4<f32>, 2u * RB>;
+    for (var r = 0u; r < RB; r++) {
+        hi[r] = min(end, p.past + min(g0 + r, p.n - 1u) / p.ratio + 1u);
+        m[r] = NEG;
+    }
+    workgroupBarrier();
+
+    let lane = t / D8;
+    let c = t % D8;
+    for (var j0 = start; j0 < end; j0 += DK) {
+        let key = vec4<u32>(j0 + t) + vec4<u32>(0u, DWG, 2u * DWG, 3u * DWG);
+        let kl = (kvh * p.capacity + min(key, vec4<u32>(end - 1u))) * D8;
+        var s: array<vec4<f32>, RB>;
+        for (var k = 0u; k < D8; k++) {
+            let w0 = kc[kl.x + k];
+            let w1 = kc[kl.y + k];
+            let w2 = kc[kl.z + k];
+            let w3 = kc[kl.w + k];
+            // Columns are the 4 keys.
+            let ka = mat4x4<f32>(unpack_lo(w0), unpack_lo(w1), unpack_lo(w2), unpack_lo(w3));
+            let kb = mat4x4<f32>(unpack_hi(w0), unpack_hi(w1), unpack_hi(w2), unpack_hi(w3));
+            for (var r = 0u; r < RB; r++) {
+                s[r] += dq[2u * (r * D8 + k)] * ka + dq[2u * (r * D8 + k) + 1u] * kb;
+            }
+        }
+        for (var r = 0u; r < RB; r++) {
+            let sr = select(vec4<f32>(NEG), s[r], key < vec4<u32>(hi[r]));
+            dmx[r * DWG + t] = max(max(sr.x, sr.y), max(sr.z, sr.w));
+        }
+        workgroupBarrier();
+        if (t < RB * 8u) {
+            var mx = NEG;
+            for (var k = 0u; k < DWG / 8u; k++) {
+                mx = max(mx, dmx[t * (DWG / 8u) + k]);
+            }
+            dmx2[t] = mx;
+        }
+        workgroupBarrier();
+        var alpha: array<f32, RB>;
+        for (var r = 0u; r < RB; r++) {
+            var m_new = m[r];
+            for (var k = 0u; k < 8u; k++) {
+                m_new = max(m_new, dmx2[r * 8u + k]);
+            }
+            alpha[r] = exp2(m[r] - m_new);
+            m[r] = m_new;
+            let e = select(vec4<f32>(0.0), exp2(s[r] - m_new), key < vec4<u32>(hi[r]));
+            dp[t * RB4 + r / 4u][r % 4u] = e.x;
+            dp[(t + DWG) * RB4 + r / 4u][r % 4u] = e.y;
+            dp[(t + 2u * DWG) * RB4 + r / 4u][r % 4u] = e.z;
+            dp[(t + 3u * DWG) * RB4 + r / 4u][r % 4u] = e.w;
+        }
+        workgroupBarrier();
+        for (var r = 0u; r < RB; r++) {
+            acc[2u * r] *= alpha[r];
+            acc[2u * r + 1u] *= alpha[r];
+            l[r] *= alpha[r];
+        }
+        let keys = min(DK, end - j0);
+        for (var k = lane; k < keys; k += DKL) {
+            let w = vc[(kvh * p.capacity + j0 + k) * D8 + c];
+            let va = unpack_lo(w);
+            let vb = unpack_hi(w);
+            for (var r = 0u; r < RB; r++) {
+                let e = dp[k * RB4 + r / 4u][r % 4u];
+                l[r] += e;
+                acc[2u * r] += e * va;
+                acc[2u * r + 1u] += e * vb;
+            }
+        }
+        workgroupBarrier();
+    }
+
+    // Add up the key lanes' outputs and sums (in dp and dmx, free now), one row at a time.
+    for (var r = 0u; r < RB; r++) {
+        dp[2u * t] = acc[2u * r];
+        dp[2u * t + 1u] = acc[2u * r + 1u];
+        dmx[t] = l[r];
+        workgroupBarrier();
+        let g = g0 + r;
+        if (t < D8 && g < p.n) {
+            var a = vec4<f32>(0.0);
+            var b = vec4<f32>(0.0);
+            var l_sum = 0.0;
+            for (var k = 0u; k < DKL; k++) {
+                a += dp[2u * (k * D8 + t)];
+                b += dp[2u * (k * D8 + t) + 1u];
+                l_sum += dmx[k * D8];
+            }
+            let slot = ((g / p.ratio) * p.q_heads + kvh * p.ratio + g % p.ratio) * p.splits + split;
+            partial[slot * (D / 4u) + 2u * t] = a;
+            partial[slot * (D / 4u) + 2u * t + 1u] = b;
+            if (t == 0u) {
+                partial[p.ml_offset + slot] = vec4<f32>(m[r], l_sum, 0.0, 0.0);
+            }
+        }
+        workgroupBarrier();
+    }
+}
+#endif
+
+// Decode pass 2: one workgroup per output row (position × q head) rescales the splits'
+// partial outputs to their common max and normalises by the total sum.
+
+const CWG: u32 = 64u;
+
+@compute @workgroup_size(CWG)
+fn combine(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wg: vec3<u32>) {
+    let row = wg.x;
+    let first = row * p.splits;
+    var mx = NEG;
+    for (var s = 0u; s < p.splits; s++) {
+        mx = max(mx, partial_in[p.ml_offset + first + s].x);
+    }
+    var total = 0.0;
+    for (var s = 0u; s < p.splits; s++) {
+        let ml = partial_in[p.ml_offset + first + s];
+        total += exp2(ml.x - mx) * ml.y;
+    }
+    for (var k = t; k < D / 4u; k += CWG) {
+        var o = vec4<f32>(0.0);
+        for (var s = 0u; s < p.splits; s++) {
+            o += exp2(partial_in[p.ml_offset + first + s].x - mx) * partial_in[(first + s) * (D / 4u) + k];
+        }
+        combined[row * (D / 4u) + k] = o / total;
+    }
+}

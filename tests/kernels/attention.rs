@@ -1,0 +1,164 @@
+use qwen3_vl_webgpu::gpu::{DType, Encoder, Gpu, Tensor};
+use qwen3_vl_webgpu::kernels::attention::*;
+use qwen3_vl_webgpu::testing::{assert_close, f16_round, Rng};
+
+use crate::gpus;
+
+// The kernels and references see the same inputs (k and v rounded to f16 as the cache stores
+// them), so what differs is f32 against f64: dot products of ≤ 256 terms, exp2 of pre-scaled
+// scores (a few ulp), and the weighted sums of v, which one thread accumulates key by key: a
+// random walk of about sqrt(keys)·6e-8 relative to max |v|, ~3e-6 at the 3000 keys of the
+// largest prefill (measured 2e-6; decode splits its keys and stays under 1e-6). With the score
+// spread AMP gives, max |out| is within a small factor of max |v|, so 1e-5 leaves a margin
+// while an off-by-one key or a lost rescale shows up far above it.
+const TOL: f32 = 1e-5;
+
+/// q and k amplitude: scores then spread over several units, so the softmax is far from
+/// uniform and the output does not shrink to the mean of v over long contexts.
+const AMP: f32 = 2.0;
+
+/// A cache whose every word is NaN, then `len` random positions appended in two steps;
+/// returns it with the f16-rounded k and v (`[len, kv_heads, d]`) the kernels will read.
+fn filled_cache(gpu: &Gpu, rng: &mut Rng, kv_heads: usize, d: usize, len: usize) -> (KvCache, Vec<f32>, Vec<f32>) {
+    // Spare capacity: positions past `len` hold NaN and must never be read.
+    let cache = KvCache::new(gpu, kv_heads, len + 3, d).unwrap();
+    for t in [&cache.k, &cache.v] {
+        gpu.queue.write_buffer(&t.buffer, 0, &vec![0xFF; t.bytes() as usize]);
+    }
+    let (k, v) = (rng.vec(len * kv_heads * d, AMP), rng.vec(len * kv_heads * d, 1.0));
+    let first = len / 3;
+    let mut enc = Encoder::new(gpu);
+    let mut keep = Vec::new();
+    for range in [0..first, first..len] {
+        if range.is_empty() {
+            continue;
+        }
+        let shape = [range.len(), kv_heads, d];
+        let slice = |x: &[f32]| x[range.start * kv_heads * d..range.end * kv_heads * d].to_vec();
+        let (gk, gv) = (gpu.upload_f32(&slice(&k), &shape).unwrap(), gpu.upload_f32(&slice(&v), &shape).unwrap());
+        kv_append(&mut enc, &cache, &gk, &gv, range.start);
+        keep.push((gk, gv));
+    }
+    enc.submit();
+    (cache, f16_round(&k), f16_round(&v))
+}
+
+fn read(gpu: &Gpu, t: &Tensor) -> Vec<f32> {
+    gpu.read_f32_blocking(t).unwrap()
+}
+
+#[test]
+fn kv_append_writes_head_major_f16() {
+    let mut rng = Rng::new(10);
+    for gpu in gpus() {
+        for &(kv_heads, d, len) in &[(1, 8, 1), (3, 16, 7), (8, 128, 5)] {
+            let (cache, k, v) = filled_cache(gpu, &mut rng, kv_heads, d, len);
+            for (t, want) in [(&cache.k, &k), (&cache.v, &v)] {
+                let got = read(gpu, t);
+                for h in 0..kv_heads {
+                    for j in 0..cache.capacity {
+                        let row = &got[(h * cache.capacity + j) * d..][..d];
+                        if j < len {
+                            // pack2x16float rounds to nearest like the host's f16 conversion.
+                            assert_eq!(row, &want[(j * kv_heads + h) * d..][..d], "head {h} pos {j} {:?}", gpu.caps.profile);
+                        } else {
+                            assert!(row.iter().all(|x| x.is_nan()), "position {j} past the end was written");
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let gpu = gpus()[1];
+    let too_big = KvCache::new(gpu, 8, 1 << 16 | 1, 128).err().expect("over the 128 MiB binding limit");
+    assert!(too_big.to_string().contains("KV cache"), "{too_big}");
+}
+
+/// (q heads, kv heads, head dim, queries, past)
+const PREFILL: &[(usize, usize, usize, usize, usize)] = &[
+    (1, 1, 8, 1, 0),
+    (2, 1, 8, 7, 0),
+    (4, 1, 16, 5, 2),
+    (4, 4, 32, 9, 40),
+    (8, 2, 64, 33, 3),
+    (16, 8, 128, 3, 17),
+    (2, 2, 256, 10, 5),
+    // A few hundred queries over a few thousand keys, GQA ×2.
+    (2, 1, 128, 300, 2700),
+];
+
+#[test]
+fn prefill_attention_matches_reference() {
+    let mut rng = Rng::new(11);
+    for gpu in gpus() {
+        for &(q_heads, kv_heads, d, t, past) in PREFILL {
+            let (cache, k, v) = filled_cache(gpu, &mut rng, kv_heads, d, past + t);
+            let q = rng.vec(t * q_heads * d, AMP);
+            let gq = gpu.upload_f32(&q, &[t, q_heads, d]).unwrap();
+            let out = gpu.poisoned(DType::F32, &[t, q_heads * d]).unwrap();
+            let mut enc = Encoder::new(gpu);
+            prefill_attention(&mut enc, &gq, &cache, past, &out);
+            enc.submit();
+            let want = attention_ref(&q, &k, &v, q_heads, kv_heads, d, &causal_keys(t, past));
+            let what = format!("prefill {q_heads}/{kv_heads} heads d{d} t{t} past{past} {:?}", gpu.caps.profile);
+            let got = read(gpu, &out);
+            assert_close(&what, &got, &want, TOL);
+        }
+    }
+}
+
+/// (q heads, kv heads, head dim, queries, past)
+const DECODE: &[(usize, usize, usize, usize, usize)] = &[
+    (1, 1, 8, 1, 0),
+    (2, 1, 64, 1, 6),
+    (4, 2, 64, 4, 100),
+    (8, 2, 128, 3, 1000),
+    (2, 2, 256, 2, 300),
+    (4, 1, 128, 1, 4095),
+    // Qwen3-VL-2B's heads at 4K, and one long context (few heads to keep the test fast).
+    (16, 8, 128, 1, 4095),
+    (2, 1, 128, 1, 32767),
+];
+
+#[test]
+fn decode_attention_matches_reference() {
+    let mut rng = Rng::new(12);
+    for gpu in gpus() {
+        for &(q_heads, kv_heads, d, t, past) in DECODE {
+            let (cache, k, v) = filled_cache(gpu, &mut rng, kv_heads, d, past + t);
+            let q = rng.vec(t * q_heads * d, AMP);
+            let gq = gpu.upload_f32(&q, &[t, q_heads, d]).unwrap();
+            let out = gpu.poisoned(DType::F32, &[t, q_heads * d]).unwrap();
+            let scratch = decode_scratch(gpu, &cache, q_heads, MAX_DECODE_QUERIES).unwrap();
+            let mut enc = Encoder::new(gpu);
+            decode_attention(&mut enc, &gq, &cache, past, &scratch, &out);
+            enc.submit();
+            let want = attention_ref(&q, &k, &v, q_heads, kv_heads, d, &causal_keys(t, past));
+            let what = format!("decode {q_heads}/{kv_heads} heads d{d} t{t} past{past} {:?}", gpu.caps.profile);
+            let got = read(gpu, &out);
+            assert_close(&what, &got, &want, TOL);
+        }
+    }
+}
+
+#[test]
+fn vit_attention_matches_reference() {
+    let mut rng = Rng::new(13);
+    for gpu in gpus() {
+        for (heads, d, cu) in [(2, 64, vec![0u32, 1, 8, 308]), (3, 16, vec![0, 5]), (16, 64, vec![0, 100, 200])] {
+            let n = *cu.last().unwrap() as usize;
+            // q and k at AMP, v at 1 (the qkv rows are [q | k | v]).
+            let qkv: Vec<f32> = (0..n * 3 * heads * d).map(|i| rng.sym(if i / (heads * d) % 3 == 2 { 1.0 } else { AMP })).collect();
+            let gqkv = gpu.upload_f32(&qkv, &[n, 3, heads, d]).unwrap();
+            let gcu = gpu.upload_u32(&cu, &[cu.len()]).unwrap();
+            let out = gpu.poisoned(DType::F32, &[n, heads * d]).unwrap();
+            let mut enc = Encoder::new(gpu);
+            vit_attention(&mut enc, &gqkv, &gcu, &out);
+            enc.submit();
+            let want = vit_attention_ref(&qkv, heads, d, &cu);
+            let what = format!("vit {heads} heads d{d} segments {cu:?} {:?}", gpu.caps.profile);
+            let got = read(gpu, &out);
+            assert_close(&what, &got, &want, TOL);
+        }
+    }
+}
