@@ -3,7 +3,8 @@
 //
 // D (head dim, a multiple of 8) comes from Rust; every size below derives from it. Rows of q,
 // k, v and out are read as 8-dim chunks: two vec4<f32>, or one vec4<u32> of packed f16.
-// KV cache: K and V each [kv_heads, capacity, D] packed f16 (one head's keys contiguous).
+// KV cache: K and V each [kv_heads, capacity, D] packed f16 (one head's keys contiguous), or
+// f32 with KV_F32 (the exact-parity path).
 // Softmax: f32, online (running max m, running sum l); q is pre-scaled by D^-0.5·log2(e) so
 // the exponentials are exp2. Keys outside a row's range get weight exactly 0.
 
@@ -40,8 +41,13 @@ struct Params {
 
 // Each entry point uses its own subset; variables sharing a binding number never meet in one.
 @group(0) @binding(1) var<storage, read> q: array<vec4<f32>>;      // q, or the ViT's [n, 3, heads, D] qkv
+#if KV_F32
+@group(0) @binding(2) var<storage, read> kc: array<vec4<f32>>;     // K cache
+@group(0) @binding(3) var<storage, read> vc: array<vec4<f32>>;     // V cache
+#else
 @group(0) @binding(2) var<storage, read> kc: array<vec4<u32>>;     // K cache
 @group(0) @binding(3) var<storage, read> vc: array<vec4<u32>>;     // V cache
+#endif
 @group(0) @binding(4) var<storage, read_write> out: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> cu_seqlens: array<u32>;   // ViT
 @group(0) @binding(3) var<storage, read_write> vit_out: array<vec4<f32>>;
@@ -50,16 +56,49 @@ struct Params {
 @group(0) @binding(2) var<storage, read_write> combined: array<vec4<f32>>;
 @group(0) @binding(1) var<storage, read> k_new: array<vec2<f32>>;  // append
 @group(0) @binding(2) var<storage, read> v_new: array<vec2<f32>>;
+#if KV_F32
+@group(0) @binding(3) var<storage, read_write> k_store: array<vec2<f32>>;
+@group(0) @binding(4) var<storage, read_write> v_store: array<vec2<f32>>;
+
+fn kv_word(v: vec2<f32>) -> vec2<f32> {
+    return v;
+}
+#else
 @group(0) @binding(3) var<storage, read_write> k_store: array<u32>;
 @group(0) @binding(4) var<storage, read_write> v_store: array<u32>;
 
-fn unpack_lo(w: vec4<u32>) -> vec4<f32> {
-    return vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y));
+fn kv_word(v: vec2<f32>) -> u32 {
+    return pack2x16float(v);
+}
+#endif
+
+struct Chunk {
+    a: vec4<f32>,
+    b: vec4<f32>,
 }
 
-fn unpack_hi(w: vec4<u32>) -> vec4<f32> {
-    return vec4<f32>(unpack2x16float(w.z), unpack2x16float(w.w));
+// Chunk `i` (cache row · D8 + chunk) of the K or V cache as 8 floats.
+#if KV_F32
+fn k_chunk(i: u32) -> Chunk {
+    return Chunk(kc[2u * i], kc[2u * i + 1u]);
 }
+
+fn v_chunk(i: u32) -> Chunk {
+    return Chunk(vc[2u * i], vc[2u * i + 1u]);
+}
+#else
+fn unpack8(w: vec4<u32>) -> Chunk {
+    return Chunk(vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y)), vec4<f32>(unpack2x16float(w.z), unpack2x16float(w.w)));
+}
+
+fn k_chunk(i: u32) -> Chunk {
+    return unpack8(kc[i]);
+}
+
+fn v_chunk(i: u32) -> Chunk {
+    return unpack8(vc[i]);
+}
+#endif
 
 // ---------------------------------------------------------------------------------------------
 // Append: new k, v [t, kv_heads, D] f32 into cache rows past..past+t, one thread per f16 pair.
@@ -77,8 +116,8 @@ fn kv_append(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg
     let h = row % p.kv_heads;
     let i = row / p.kv_heads;
     let dst = (h * p.capacity + p.past + i) * pairs + w % pairs;
-    k_store[dst] = pack2x16float(k_new[w]);
-    v_store[dst] = pack2x16float(v_new[w]);
+    k_store[dst] = kv_word(k_new[w]);
+    v_store[dst] = kv_word(v_new[w]);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -101,11 +140,6 @@ const PK: u32 = 4u * D8;
 var<workgroup> pq: array<vec4<f32>, PR * D / 4u>;   // [row][chunk][2]
 var<workgroup> pp: array<vec4<f32>, PK * PG>;       // probabilities [key][row group]
 var<workgroup> pred: array<vec4<f32>, PG * D8>;     // per row group and chunk: max, then sum
-
-struct Chunk {
-    a: vec4<f32>,
-    b: vec4<f32>,
-}
 
 #if VIT
 // qkv row j: [q all heads | k all heads | v all heads], each head D wide.
@@ -148,13 +182,11 @@ fn store_row(i: u32, h: u32, c: u32, o: Chunk) {
 }
 #else
 fn key_chunk(j: u32, kvh: u32, c: u32) -> Chunk {
-    let w = kc[(kvh * p.capacity + j) * D8 + c];
-    return Chunk(unpack_lo(w), unpack_hi(w));
+    return k_chunk((kvh * p.capacity + j) * D8 + c);
 }
 
 fn value_chunk(j: u32, kvh: u32, c: u32) -> Chunk {
-    let w = vc[(kvh * p.capacity + j) * D8 + c];
-    return Chunk(unpack_lo(w), unpack_hi(w));
+    return v_chunk((kvh * p.capacity + j) * D8 + c);
 }
 
 fn query_chunk(i: u32, h: u32, c: u32) -> Chunk {
@@ -359,13 +391,13 @@ fn decode(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wg: ve
         let kl = (kvh * p.capacity + min(key, vec4<u32>(end - 1u))) * D8;
         var s: array<vec4<f32>, RB>;
         for (var k = 0u; k < D8; k++) {
-            let w0 = kc[kl.x + k];
-            let w1 = kc[kl.y + k];
-            let w2 = kc[kl.z + k];
-            let w3 = kc[kl.w + k];
+            let c0 = k_chunk(kl.x + k);
+            let c1 = k_chunk(kl.y + k);
+            let c2 = k_chunk(kl.z + k);
+            let c3 = k_chunk(kl.w + k);
             // Columns are the 4 keys.
-            let ka = mat4x4<f32>(unpack_lo(w0), unpack_lo(w1), unpack_lo(w2), unpack_lo(w3));
-            let kb = mat4x4<f32>(unpack_hi(w0), unpack_hi(w1), unpack_hi(w2), unpack_hi(w3));
+            let ka = mat4x4<f32>(c0.a, c1.a, c2.a, c3.a);
+            let kb = mat4x4<f32>(c0.b, c1.b, c2.b, c3.b);
             for (var r = 0u; r < RB; r++) {
                 s[r] += dq[2u * (r * D8 + k)] * ka + dq[2u * (r * D8 + k) + 1u] * kb;
             }
@@ -405,9 +437,9 @@ fn decode(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wg: ve
         }
         let keys = min(DK, end - j0);
         for (var k = lane; k < keys; k += DKL) {
-            let w = vc[(kvh * p.capacity + j0 + k) * D8 + c];
-            let va = unpack_lo(w);
-            let vb = unpack_hi(w);
+            let vv = v_chunk((kvh * p.capacity + j0 + k) * D8 + c);
+            let va = vv.a;
+            let vb = vv.b;
             for (var r = 0u; r < RB; r++) {
                 let e = dp[k * RB4 + r / 4u][r % 4u];
                 l[r] += e;

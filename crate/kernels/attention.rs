@@ -1,8 +1,8 @@
-//! Attention: the packed-f16 KV cache and its append, causal GQA prefill, split-K decode
+//! Attention: the KV cache (packed f16, or f32 for exact parity) and its append, causal GQA prefill, split-K decode
 //! (flash-decoding) and the vision tower's bidirectional attention within segments.
 //!
 //! Shapes: q `[t, q_heads, head_dim]` f32; new k, v `[t, kv_heads, head_dim]` f32 (already
-//! normed and rotated); cache K and V `[kv_heads, capacity, head_dim]` f16; outputs
+//! normed and rotated); cache K and V `[kv_heads, capacity, head_dim]` f16 or f32; outputs
 //! `[t, q_heads · head_dim]` f32. Query row `i` sits at position `past + i` and sees cache
 //! positions `0..=past + i`, so append first, then attend. `head_dim` must be a multiple of 8
 //! (≤ 256) and `q_heads` a multiple of `kv_heads`. Scale is `head_dim^-0.5`.
@@ -12,7 +12,7 @@ use std::ops::Range;
 use bytemuck::{Pod, Zeroable};
 
 use super::key;
-use crate::gpu::{grid, DType, Encoder, Gpu, GpuError, Tensor};
+use crate::gpu::{grid, DType, Encoder, Gpu, GpuError, KernelKey, Tensor};
 
 const SHADER: &str = include_str!("../../shaders/attention.wgsl");
 
@@ -53,7 +53,8 @@ fn u(x: usize) -> u32 {
     u32::try_from(x).expect("attention size fits u32")
 }
 
-/// One layer's keys and values, packed f16 `[kv_heads, capacity, head_dim]` each.
+/// One layer's keys and values, `[kv_heads, capacity, head_dim]` each, packed f16 (half the
+/// memory and bandwidth) or f32 (what transformers keeps: the exact-parity path).
 pub struct KvCache {
     pub k: Tensor,
     pub v: Tensor,
@@ -64,12 +65,18 @@ pub struct KvCache {
 
 impl KvCache {
     /// Fails when one of K, V would exceed the adapter's binding limit (for 8 kv heads of 128
-    /// at the WebGPU minimum of 128 MiB: 65536 positions).
-    pub fn new(gpu: &Gpu, kv_heads: usize, capacity: usize, head_dim: usize) -> Result<KvCache, GpuError> {
+    /// in f16 at the WebGPU minimum of 128 MiB: 65536 positions).
+    pub fn new(gpu: &Gpu, kv_heads: usize, capacity: usize, head_dim: usize, dtype: DType) -> Result<KvCache, GpuError> {
         check_head_dim(head_dim);
+        assert!(matches!(dtype, DType::F16 | DType::F32), "KV cache dtype {dtype:?}");
         let shape = [kv_heads, capacity, head_dim];
-        gpu.check_binding(&format!("KV cache {shape:?} (f16)"), DType::F16.bytes(kv_heads * capacity * head_dim))?;
-        Ok(KvCache { k: gpu.empty(DType::F16, &shape)?, v: gpu.empty(DType::F16, &shape)?, kv_heads, capacity, head_dim })
+        gpu.check_binding(&format!("KV cache {shape:?} ({dtype:?})"), dtype.bytes(kv_heads * capacity * head_dim))?;
+        Ok(KvCache { k: gpu.empty(dtype, &shape)?, v: gpu.empty(dtype, &shape)?, kv_heads, capacity, head_dim })
+    }
+
+    /// The kernel key of `entry` for this cache's storage and head size.
+    fn key(&self, gpu: &Gpu, entry: &'static str) -> KernelKey {
+        key(gpu, "attention", entry).flag("KV_F32", self.k.dtype == DType::F32).konst("D", u(self.head_dim))
     }
 }
 
@@ -81,7 +88,7 @@ pub fn kv_append(enc: &mut Encoder, cache: &KvCache, k: &Tensor, v: &Tensor, pas
     let t = k.shape[0];
     assert!(past + t <= cache.capacity, "kv_append: {past} + {t} positions exceed capacity {}", cache.capacity);
     let words = t * kvh * d / 2;
-    let kernel = enc.gpu.kernel(key(enc.gpu, "attention", "kv_append").konst("D", u(d)), SHADER);
+    let kernel = enc.gpu.kernel(cache.key(enc.gpu, "kv_append"), SHADER);
     let params = Params { n: u(words), kv_heads: u(kvh), past: u(past), capacity: u(cache.capacity), ..Default::default() };
     let bindings = [k.binding(), v.binding(), cache.k.binding(), cache.v.binding()];
     enc.dispatch(&kernel, bytemuck::bytes_of(&params), &bindings, grid(u(words.div_ceil(256))));
@@ -110,7 +117,7 @@ pub fn prefill_attention(enc: &mut Encoder, q: &Tensor, cache: &KvCache, past: u
     assert!(past + t <= cache.capacity, "prefill past {past} + {t} exceed capacity {}", cache.capacity);
     let ratio = q_heads / cache.kv_heads;
     let rows = t * ratio;
-    let kernel = enc.gpu.kernel(key(enc.gpu, "attention", "prefill").konst("D", u(cache.head_dim)), SHADER);
+    let kernel = enc.gpu.kernel(cache.key(enc.gpu, "prefill"), SHADER);
     let params = Params {
         n: u(rows),
         ratio: u(ratio),
@@ -186,10 +193,10 @@ pub fn decode_attention(enc: &mut Encoder, q: &Tensor, cache: &KvCache, past: us
         scale: scale(d),
         ..Default::default()
     };
-    let pass1 = enc.gpu.kernel(key(enc.gpu, "attention", "decode").flag("DECODE", true).konst("D", u(d)).konst("RB", u(rb)), SHADER);
+    let pass1 = enc.gpu.kernel(cache.key(enc.gpu, "decode").flag("DECODE", true).konst("RB", u(rb)), SHADER);
     let bindings = [q.binding(), cache.k.binding(), cache.v.binding(), scratch.binding()];
     enc.dispatch(&pass1, bytemuck::bytes_of(&params), &bindings, [u(splits), u(blocks), u(cache.kv_heads)]);
-    let pass2 = enc.gpu.kernel(key(enc.gpu, "attention", "combine").konst("D", u(d)), SHADER);
+    let pass2 = enc.gpu.kernel(cache.key(enc.gpu, "combine"), SHADER);
     enc.dispatch(&pass2, bytemuck::bytes_of(&params), &[scratch.binding(), out.binding()], [u(rows), 1, 1]);
 }
 

@@ -17,11 +17,12 @@ const TOL: f32 = 1e-5;
 /// uniform and the output does not shrink to the mean of v over long contexts.
 const AMP: f32 = 2.0;
 
-/// A cache whose every word is NaN, then `len` random positions appended in two steps;
-/// returns it with the f16-rounded k and v (`[len, kv_heads, d]`) the kernels will read.
-fn filled_cache(gpu: &Gpu, rng: &mut Rng, kv_heads: usize, d: usize, len: usize) -> (KvCache, Vec<f32>, Vec<f32>) {
+/// A cache of `dtype` whose every word is NaN, then `len` random positions appended in two
+/// steps; returns it with the k and v (`[len, kv_heads, d]`) the kernels will read: rounded
+/// to f16 for an f16 cache.
+fn filled_cache(gpu: &Gpu, rng: &mut Rng, kv_heads: usize, d: usize, len: usize, dtype: DType) -> (KvCache, Vec<f32>, Vec<f32>) {
     // Spare capacity: positions past `len` hold NaN and must never be read.
-    let cache = KvCache::new(gpu, kv_heads, len + 3, d).unwrap();
+    let cache = KvCache::new(gpu, kv_heads, len + 3, d, dtype).unwrap();
     for t in [&cache.k, &cache.v] {
         gpu.queue.write_buffer(&t.buffer, 0, &vec![0xFF; t.bytes() as usize]);
     }
@@ -40,7 +41,10 @@ fn filled_cache(gpu: &Gpu, rng: &mut Rng, kv_heads: usize, d: usize, len: usize)
         keep.push((gk, gv));
     }
     enc.submit();
-    (cache, f16_round(&k), f16_round(&v))
+    match dtype {
+        DType::F16 => (cache, f16_round(&k), f16_round(&v)),
+        _ => (cache, k, v),
+    }
 }
 
 fn read(gpu: &Gpu, t: &Tensor) -> Vec<f32> {
@@ -48,11 +52,11 @@ fn read(gpu: &Gpu, t: &Tensor) -> Vec<f32> {
 }
 
 #[test]
-fn kv_append_writes_head_major_f16() {
+fn kv_append_writes_head_major_f16_and_f32() {
     let mut rng = Rng::new(10);
     for gpu in gpus() {
-        for &(kv_heads, d, len) in &[(1, 8, 1), (3, 16, 7), (8, 128, 5)] {
-            let (cache, k, v) = filled_cache(gpu, &mut rng, kv_heads, d, len);
+        for (&(kv_heads, d, len), dtype) in [(1, 8, 1), (3, 16, 7), (8, 128, 5)].iter().flat_map(|c| [(c, DType::F16), (c, DType::F32)]) {
+            let (cache, k, v) = filled_cache(gpu, &mut rng, kv_heads, d, len, dtype);
             for (t, want) in [(&cache.k, &k), (&cache.v, &v)] {
                 let got = read(gpu, t);
                 for h in 0..kv_heads {
@@ -70,8 +74,14 @@ fn kv_append_writes_head_major_f16() {
         }
     }
     let gpu = gpus()[1];
-    let too_big = KvCache::new(gpu, 8, 1 << 16 | 1, 128).err().expect("over the 128 MiB binding limit");
+    let too_big = KvCache::new(gpu, 8, 1 << 16 | 1, 128, DType::F16).err().expect("over the 128 MiB binding limit");
     assert!(too_big.to_string().contains("KV cache"), "{too_big}");
+}
+
+/// Every case with the f16 cache, and those up to ~1000 keys again with the f32 cache (the
+/// same code path but for the loads, so the short cases cover it).
+fn cache_kinds(cases: &[(usize, usize, usize, usize, usize)]) -> impl Iterator<Item = (&(usize, usize, usize, usize, usize), DType)> {
+    cases.iter().flat_map(|c| [(c, DType::F16), (c, DType::F32)]).filter(|(c, dtype)| *dtype == DType::F16 || c.3 + c.4 <= 1100)
 }
 
 /// (q heads, kv heads, head dim, queries, past)
@@ -91,8 +101,8 @@ const PREFILL: &[(usize, usize, usize, usize, usize)] = &[
 fn prefill_attention_matches_reference() {
     let mut rng = Rng::new(11);
     for gpu in gpus() {
-        for &(q_heads, kv_heads, d, t, past) in PREFILL {
-            let (cache, k, v) = filled_cache(gpu, &mut rng, kv_heads, d, past + t);
+        for (&(q_heads, kv_heads, d, t, past), dtype) in cache_kinds(PREFILL) {
+            let (cache, k, v) = filled_cache(gpu, &mut rng, kv_heads, d, past + t, dtype);
             let q = rng.vec(t * q_heads * d, AMP);
             let gq = gpu.upload_f32(&q, &[t, q_heads, d]).unwrap();
             let out = gpu.poisoned(DType::F32, &[t, q_heads * d]).unwrap();
@@ -100,7 +110,7 @@ fn prefill_attention_matches_reference() {
             prefill_attention(&mut enc, &gq, &cache, past, &out);
             enc.submit();
             let want = attention_ref(&q, &k, &v, q_heads, kv_heads, d, &causal_keys(t, past));
-            let what = format!("prefill {q_heads}/{kv_heads} heads d{d} t{t} past{past} {:?}", gpu.caps.profile);
+            let what = format!("prefill {q_heads}/{kv_heads} heads d{d} t{t} past{past} {dtype:?} cache {:?}", gpu.caps.profile);
             let got = read(gpu, &out);
             assert_close(&what, &got, &want, TOL);
         }
@@ -124,8 +134,8 @@ const DECODE: &[(usize, usize, usize, usize, usize)] = &[
 fn decode_attention_matches_reference() {
     let mut rng = Rng::new(12);
     for gpu in gpus() {
-        for &(q_heads, kv_heads, d, t, past) in DECODE {
-            let (cache, k, v) = filled_cache(gpu, &mut rng, kv_heads, d, past + t);
+        for (&(q_heads, kv_heads, d, t, past), dtype) in cache_kinds(DECODE) {
+            let (cache, k, v) = filled_cache(gpu, &mut rng, kv_heads, d, past + t, dtype);
             let q = rng.vec(t * q_heads * d, AMP);
             let gq = gpu.upload_f32(&q, &[t, q_heads, d]).unwrap();
             let out = gpu.poisoned(DType::F32, &[t, q_heads * d]).unwrap();
@@ -134,7 +144,7 @@ fn decode_attention_matches_reference() {
             decode_attention(&mut enc, &gq, &cache, past, &scratch, &out);
             enc.submit();
             let want = attention_ref(&q, &k, &v, q_heads, kv_heads, d, &causal_keys(t, past));
-            let what = format!("decode {q_heads}/{kv_heads} heads d{d} t{t} past{past} {:?}", gpu.caps.profile);
+            let what = format!("decode {q_heads}/{kv_heads} heads d{d} t{t} past{past} {dtype:?} cache {:?}", gpu.caps.profile);
             let got = read(gpu, &out);
             assert_close(&what, &got, &want, TOL);
         }
