@@ -4,7 +4,10 @@
 //! `cargo run --release --bin kernel-bench -- [--profile full|minimum] [--iters N]`
 
 use qwen3_vl_webgpu::gpu::{DType, Encoder, Gpu, Profile, Tensor, Timer};
-use qwen3_vl_webgpu::kernels::{copy, norm};
+use qwen3_vl_webgpu::kernels::attention::{decode_attention, decode_scratch, kv_append, prefill_attention, vit_attention, KvCache};
+use qwen3_vl_webgpu::kernels::quant::{Format, Matrix};
+use qwen3_vl_webgpu::kernels::sample::{argmax, sample, seen_words, History, SampleParams};
+use qwen3_vl_webgpu::kernels::{copy, elementwise, matmul, norm};
 use qwen3_vl_webgpu::testing::Rng;
 
 struct Row {
@@ -78,6 +81,77 @@ fn main() {
         let s = time(&gpu, iters, &|enc| norm::rms_norm(enc, &x, &w, &y, 1e-6));
         rows.push(Row { kernel: "rms_norm".into(), shape: format!("{t}×{d}"), seconds: s, bytes: 4.0 * (2 * t * d + d) as f64, flops: 0.0 });
     }
+
+    // Matmuls at Qwen3-VL-2B's shapes: q/o (2048→2048), gate|up fused (2048→12288 is two
+    // 6144s; one 6144 shown), down (6144→2048), the tied head (2048→151936, split in parts).
+    let shapes = [(2048usize, 2048usize), (2048, 6144), (6144, 2048), (2048, 151936)];
+    for format in [Format::Q4, Format::F16] {
+        for &(k, n) in &shapes {
+            // Random weights of the right size without a 1.2 GB f32 copy: one random part reused.
+            let w = Matrix::upload_rows(&gpu, n, k, format, None, |r| Ok::<_, qwen3_vl_webgpu::gpu::GpuError>(rng.vec(r.len() * k, 0.05))).unwrap();
+            // The output of one dispatch must fit a binding: for the 151936-wide head that is
+            // 220 rows, so its GEMM runs at the largest multiple of 32 below.
+            let gemm_m = 512usize.min((gpu.caps.max_binding() / (4 * n as u64)) as usize / 32 * 32);
+            for m in [1usize, gemm_m] {
+                let (x, y) = (f32s(&gpu, &mut rng, &[m, k]), gpu.empty(DType::F32, &[m, n]).unwrap());
+                let s = time(&gpu, if m == 1 { iters } else { 2 }, &|enc| matmul::matmul(enc, &x, &w, None, &y));
+                let kind = if m == 1 { "GEMV" } else { "GEMM" };
+                rows.push(Row {
+                    kernel: format!("{kind} {format:?}"),
+                    shape: format!("{m}×{k} → {n}"),
+                    seconds: s,
+                    bytes: (w.bytes() + 4 * (m * (k + n)) as u64) as f64,
+                    flops: 2.0 * (m * n * k) as f64,
+                });
+            }
+        }
+    }
+
+    // SwiGLU on a 512-token prefill.
+    let (gu, act) = (f32s(&gpu, &mut rng, &[512, 2 * 6144]), gpu.empty(DType::F32, &[512, 6144]).unwrap());
+    let s = time(&gpu, iters, &|enc| elementwise::silu_mul(enc, &gu, &act));
+    rows.push(Row { kernel: "silu_mul".into(), shape: "512×6144".into(), seconds: s, bytes: 4.0 * 3.0 * 512.0 * 6144.0, flops: 0.0 });
+
+    // ViT attention over one 1200-patch image (16 heads × 64), bidirectional.
+    let n = 1200usize;
+    let qkv = f32s(&gpu, &mut rng, &[n, 3, 16, 64]);
+    let cu = gpu.upload_u32(&[0, n as u32], &[2]).unwrap();
+    let out = gpu.empty(DType::F32, &[n, 16 * 64]).unwrap();
+    let s = time(&gpu, 2, &|enc| vit_attention(enc, &qkv, &cu, &out));
+    rows.push(Row { kernel: "ViT attention".into(), shape: "1200 tok, 16×64".into(), seconds: s, bytes: 4.0 * (4 * n * 1024) as f64, flops: 4.0 * (n * n * 1024) as f64 });
+
+    // Text attention over an f16 cache: 512-token prefill, and decode at 4K context.
+    for (t, past) in [(512usize, 0usize), (1, 4095)] {
+        let cache = KvCache::new(&gpu, 8, 4096, 128, DType::F16).unwrap();
+        let (k, v) = (f32s(&gpu, &mut rng, &[past + t, 8, 128]), f32s(&gpu, &mut rng, &[past + t, 8, 128]));
+        let mut enc = Encoder::new(&gpu);
+        kv_append(&mut enc, &cache, &k, &v, 0);
+        enc.submit();
+        let q = f32s(&gpu, &mut rng, &[t, 16, 128]);
+        let out = gpu.empty(DType::F32, &[t, 16 * 128]).unwrap();
+        let keys = (past + t) as f64;
+        let cache_bytes = 2.0 * 2.0 * keys * 8.0 * 128.0;
+        if t == 1 {
+            let scratch = decode_scratch(&gpu, &cache, 16, 1).unwrap();
+            let s = time(&gpu, iters, &|enc| decode_attention(enc, &q, &cache, past, &scratch, &out));
+            rows.push(Row { kernel: "decode attention".into(), shape: "4K ctx, 16/8×128".into(), seconds: s, bytes: cache_bytes, flops: 4.0 * keys * 16.0 * 128.0 });
+        } else {
+            let s = time(&gpu, 2, &|enc| prefill_attention(enc, &q, &cache, past, &out));
+            rows.push(Row { kernel: "prefill attention".into(), shape: "512 causal, 16/8×128".into(), seconds: s, bytes: cache_bytes, flops: 2.0 * keys * keys * 16.0 * 128.0 });
+        }
+    }
+
+    // Token choice over the real vocabulary: greedy, and Qwen's default sampling settings.
+    let logits = f32s(&gpu, &mut rng, &[1, 151936]);
+    let picked = gpu.empty(DType::U32, &[1]).unwrap();
+    let s = time(&gpu, iters, &|enc| argmax(enc, &logits, 0, &picked));
+    rows.push(Row { kernel: "argmax".into(), shape: "151936".into(), seconds: s, bytes: 4.0 * 151936.0, flops: 0.0 });
+    let hist = gpu.upload_u32(&(0..2000).collect::<Vec<u32>>(), &[2000]).unwrap();
+    let seen = gpu.empty(DType::U32, &[seen_words(151936)]).unwrap();
+    let params = SampleParams { temperature: 0.7, top_k: 20, top_p: 0.8, repetition_penalty: 1.0, presence_penalty: 1.5, u: 0.5 };
+    let history = History { ids: &hist, len: 2000, presence_from: 1000 };
+    let s = time(&gpu, iters, &|enc| sample(enc, &logits, 0, &history, &params, &seen, &picked));
+    rows.push(Row { kernel: "sample (T .7, k 20, p .8)".into(), shape: "151936".into(), seconds: s, bytes: 4.0 * 151936.0, flops: 0.0 });
 
     let copy_gbs = rows[0].bytes / rows[0].seconds / 1e9;
     println!("\n| kernel | shape | time | GB/s | GFLOP/s | vs copy |");

@@ -1,6 +1,8 @@
-//! The model folder on the CPU: the Hugging Face JSON configs (`config`), safetensors files read
-//! through an abstract byte source (`safetensors`), and the prefix loader that names weights
-//! as transformers' modules do (`weights`). No GPU code; the same on native and wasm32.
+//! The model. On the CPU, the folder: the Hugging Face JSON configs (`config`), safetensors
+//! files read through an abstract byte source (`safetensors`), and the prefix loader that names
+//! weights as transformers' modules do (`weights`). On the GPU, the towers with the same module
+//! names: `vision` (`Qwen3VLVisionModel`), `text` (`Qwen3VLTextModel` and the head), their
+//! shared `layers`, and `qwen3_vl` tying them together.
 //!
 //! ```no_run
 //! # fn main() -> Result<(), qwen3_vl_webgpu::model::LoadError> {
@@ -15,14 +17,33 @@
 //! ```
 
 pub mod config;
+mod layers;
+mod qwen3_vl;
 pub mod safetensors;
+mod text;
+mod vision;
 pub mod weights;
 
 use std::ops::Range;
 
 pub use config::{GenerationConfig, PreprocessorConfig, Qwen3VLConfig, Qwen3VLTextConfig, Qwen3VLVisionConfig, Rope};
 pub use safetensors::{Checkpoint, Dtype, FileSource, MemSource, SafetensorsFile, Source, TensorInfo};
+pub use qwen3_vl::Qwen3VL;
+pub use text::{TextModel, TextState, VisualInput};
+pub use vision::{VisionModel, VisionOutput};
 pub use weights::{expected_tensors, validate, Report, Weights};
+
+/// Anything that can stop a model from loading or running: a bad folder, a GPU limit, or an
+/// input that does not fit the model.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error(transparent)]
+    Gpu(#[from] crate::gpu::GpuError),
+    #[error("{0}")]
+    Input(String),
+}
 
 /// Everything that can go wrong reading a model folder; each variant names the file and, where
 /// there is one, the tensor or config key.

@@ -1,0 +1,101 @@
+//! The GPU building blocks the towers share, loaded by their transformers names.
+
+use crate::gpu::{Encoder, Gpu, Tensor};
+use crate::kernels::matmul::{matmul, matmul_acc};
+use crate::kernels::norm::{layer_norm, rms_norm};
+use crate::kernels::quant::{Format, Matrix};
+
+use super::{ModelError, Weights};
+
+/// `nn.Linear`: weight `[out, in]` in the chosen format, optional f32 bias.
+pub struct Linear {
+    pub weight: Matrix,
+    pub bias: Option<Tensor>,
+}
+
+impl Linear {
+    /// Loads `{name}.weight` (`[n, k]`, read one binding-sized part at a time) and, when `bias`,
+    /// `{name}.bias`.
+    pub fn load(gpu: &Gpu, w: &Weights, name: &str, n: usize, k: usize, bias: bool, format: Format) -> Result<Linear, ModelError> {
+        Self::load_shaped(gpu, w, name, &[n, k], bias, format)
+    }
+
+    /// [`Linear::load`] for a weight stored with more dimensions, flattened to `[shape[0], rest]`
+    /// (the patch embedding's Conv3d, whose stride equals its kernel, is such a Linear).
+    pub fn load_shaped(gpu: &Gpu, w: &Weights, name: &str, shape: &[usize], bias: bool, format: Format) -> Result<Linear, ModelError> {
+        let w = w.pp(name);
+        let (n, k) = (shape[0], shape[1..].iter().product());
+        let weight = Matrix::upload_rows(gpu, n, k, format, None, |rows| Ok::<_, ModelError>(w.rows("weight", shape, rows)?))?;
+        let bias = if bias { Some(gpu.upload_f32(&w.get("bias", &[n])?, &[n])?) } else { None };
+        Ok(Linear { weight, bias })
+    }
+
+    /// Loads several Linears sharing an input as one matrix, their outputs side by side
+    /// (gate_proj | up_proj): one pass over x and one dispatch instead of several.
+    pub fn load_fused(gpu: &Gpu, w: &Weights, names: &[&str], ns: &[usize], k: usize, format: Format) -> Result<Linear, ModelError> {
+        let n: usize = ns.iter().sum();
+        let weight = Matrix::upload_rows(gpu, n, k, format, None, |rows| {
+            let mut out = Vec::with_capacity(rows.len() * k);
+            let mut start = 0;
+            for (name, &ni) in names.iter().zip(ns) {
+                let r = rows.start.max(start)..rows.end.min(start + ni);
+                if r.start < r.end {
+                    out.extend(w.rows(&format!("{name}.weight"), &[ni, k], r.start - start..r.end - start)?);
+                }
+                start += ni;
+            }
+            Ok::<_, ModelError>(out)
+        })?;
+        Ok(Linear { weight, bias: None })
+    }
+
+    pub fn out_features(&self) -> usize {
+        self.weight.n
+    }
+
+    /// `y = x·Wᵀ + b`.
+    pub fn forward(&self, enc: &mut Encoder, x: &Tensor, y: &Tensor) {
+        matmul(enc, x, &self.weight, self.bias.as_ref(), y);
+    }
+
+    /// `y += x·Wᵀ + b` (the residual stream).
+    pub fn forward_acc(&self, enc: &mut Encoder, x: &Tensor, y: &Tensor) {
+        matmul_acc(enc, x, &self.weight, self.bias.as_ref(), y);
+    }
+}
+
+/// `nn.LayerNorm` with weight and bias (the ViT's eps is 1e-6).
+pub struct LayerNorm {
+    pub weight: Tensor,
+    pub bias: Tensor,
+    pub eps: f32,
+}
+
+impl LayerNorm {
+    pub fn load(gpu: &Gpu, w: &Weights, name: &str, dim: usize, eps: f32) -> Result<LayerNorm, ModelError> {
+        let w = w.pp(name);
+        Ok(LayerNorm {
+            weight: gpu.upload_f32(&w.get("weight", &[dim])?, &[dim])?,
+            bias: gpu.upload_f32(&w.get("bias", &[dim])?, &[dim])?,
+            eps,
+        })
+    }
+    pub fn forward(&self, enc: &mut Encoder, x: &Tensor, y: &Tensor) {
+        layer_norm(enc, x, &self.weight, &self.bias, y, self.eps);
+    }
+}
+
+/// Qwen3's `RMSNorm`.
+pub struct RmsNorm {
+    pub weight: Tensor,
+    pub eps: f32,
+}
+
+impl RmsNorm {
+    pub fn load(gpu: &Gpu, w: &Weights, name: &str, dim: usize, eps: f32) -> Result<RmsNorm, ModelError> {
+        Ok(RmsNorm { weight: gpu.upload_f32(&w.pp(name).get("weight", &[dim])?, &[dim])?, eps })
+    }
+    pub fn forward(&self, enc: &mut Encoder, x: &Tensor, y: &Tensor) {
+        rms_norm(enc, x, &self.weight, y, self.eps);
+    }
+}

@@ -1,0 +1,29 @@
+//! `Qwen3VLForConditionalGeneration`: the vision tower and the language model with its head,
+//! loaded from a model folder in one of the GPU weight formats.
+
+use crate::gpu::Gpu;
+use crate::kernels::quant::Format;
+
+use super::text::TextModel;
+use super::vision::VisionModel;
+use super::{validate, ModelError, ModelFolder, Qwen3VLConfig, Weights};
+
+pub struct Qwen3VL {
+    pub config: Qwen3VLConfig,
+    pub visual: VisionModel,
+    pub language_model: TextModel,
+    pub format: Format,
+}
+
+impl Qwen3VL {
+    /// Checks every tensor against the config, then uploads: large matrices in `format`,
+    /// norms, biases and the position table in f32 (small, and exact).
+    pub fn load(gpu: &Gpu, folder: &ModelFolder, format: Format) -> Result<Self, ModelError> {
+        let config = folder.config.clone();
+        validate(&config, &folder.checkpoint)?;
+        let w = Weights::new(&folder.checkpoint);
+        let visual = VisionModel::load(gpu, &w.pp("model.visual"), &config.vision_config, format)?;
+        let language_model = TextModel::load(gpu, &w, &config.text_config, config.tie_word_embeddings, format)?;
+        Ok(Qwen3VL { config, visual, language_model, format })
+    }
+}

@@ -1,0 +1,173 @@
+//! The language model, `Qwen3VLTextModel` + `lm_head`: a Qwen3 decoder (pre-norm, q/k
+//! RMSNorm per head, GQA, interleaved MRoPE, SwiGLU) whose first layers also receive the
+//! DeepStack visual features.
+
+use crate::gpu::{DType, Encoder, Gpu, Tensor};
+use crate::kernels::attention::{decode_attention, kv_append, prefill_attention, KvCache, MAX_DECODE_QUERIES};
+use crate::kernels::elementwise::silu_mul;
+use crate::kernels::embed::{embed, scatter_add_rows, scatter_rows};
+use crate::kernels::matmul::matmul;
+use crate::kernels::quant::{Format, Matrix};
+use crate::kernels::rope::apply_rope;
+
+use super::layers::{Linear, RmsNorm};
+use super::{ModelError, Qwen3VLTextConfig, Weights};
+
+struct DecoderLayer {
+    input_layernorm: RmsNorm,
+    post_attention_layernorm: RmsNorm,
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    o_proj: Linear,
+    q_norm: RmsNorm,
+    k_norm: RmsNorm,
+    /// gate_proj and up_proj fused: each output row is [gate | up].
+    gate_up_proj: Linear,
+    down_proj: Linear,
+}
+
+pub struct TextModel {
+    pub config: Qwen3VLTextConfig,
+    embed_tokens: Matrix,
+    layers: Vec<DecoderLayer>,
+    norm: RmsNorm,
+    /// `None` when tied to `embed_tokens`.
+    lm_head: Option<Matrix>,
+}
+
+/// Visual features entering the decoder: rows `positions` of the sequence take `embeds`, and
+/// after decoder layer `l` the rows get `deepstack[l]` added.
+pub struct VisualInput<'a> {
+    pub positions: &'a Tensor,
+    pub embeds: &'a Tensor,
+    pub deepstack: &'a [Tensor],
+}
+
+/// The caches and scratch a conversation keeps between calls.
+pub struct TextState {
+    pub caches: Vec<KvCache>,
+    decode_scratch: Tensor,
+}
+
+impl TextModel {
+    /// Loads `model.language_model.*` (`w` at the checkpoint root) and the head.
+    pub fn load(gpu: &Gpu, w: &Weights, c: &Qwen3VLTextConfig, tied: bool, format: Format) -> Result<Self, ModelError> {
+        let lm = w.pp("model.language_model");
+        let (h, d) = (c.hidden_size, c.head_dim);
+        let (qd, kvd, eps) = (c.num_attention_heads * d, c.num_key_value_heads * d, c.rms_norm_eps as f32);
+        let vocab = c.vocab_size;
+        let emb = lm.pp("embed_tokens");
+        let embed_tokens = Matrix::upload_rows(gpu, vocab, h, format, None, |r| Ok::<_, ModelError>(emb.rows("weight", &[vocab, h], r)?))?;
+        let layers = (0..c.num_hidden_layers)
+            .map(|i| {
+                let l = lm.pp(format_args!("layers.{i}"));
+                let a = l.pp("self_attn");
+                Ok(DecoderLayer {
+                    input_layernorm: RmsNorm::load(gpu, &l, "input_layernorm", h, eps)?,
+                    post_attention_layernorm: RmsNorm::load(gpu, &l, "post_attention_layernorm", h, eps)?,
+                    q_proj: Linear::load(gpu, &a, "q_proj", qd, h, c.attention_bias, format)?,
+                    k_proj: Linear::load(gpu, &a, "k_proj", kvd, h, c.attention_bias, format)?,
+                    v_proj: Linear::load(gpu, &a, "v_proj", kvd, h, c.attention_bias, format)?,
+                    o_proj: Linear::load(gpu, &a, "o_proj", h, qd, c.attention_bias, format)?,
+                    q_norm: RmsNorm::load(gpu, &a, "q_norm", d, eps)?,
+                    k_norm: RmsNorm::load(gpu, &a, "k_norm", d, eps)?,
+                    gate_up_proj: Linear::load_fused(gpu, &l.pp("mlp"), &["gate_proj", "up_proj"], &[c.intermediate_size; 2], h, format)?,
+                    down_proj: Linear::load(gpu, &l.pp("mlp"), "down_proj", h, c.intermediate_size, false, format)?,
+                })
+            })
+            .collect::<Result<_, ModelError>>()?;
+        let norm = RmsNorm::load(gpu, &lm, "norm", h, eps)?;
+        let lm_head = if tied {
+            None
+        } else {
+            Some(Matrix::upload_rows(gpu, vocab, h, format, None, |r| Ok::<_, ModelError>(w.rows("lm_head.weight", &[vocab, h], r)?))?)
+        };
+        Ok(TextModel { config: c.clone(), embed_tokens, layers, norm, lm_head })
+    }
+
+    /// KV caches of `dtype` (F16 or F32) for `capacity` positions in every layer.
+    pub fn new_state(&self, gpu: &Gpu, capacity: usize, dtype: DType) -> Result<TextState, ModelError> {
+        let c = &self.config;
+        let caches = (0..c.num_hidden_layers)
+            .map(|_| KvCache::new(gpu, c.num_key_value_heads, capacity, c.head_dim, dtype))
+            .collect::<Result<Vec<_>, _>>()?;
+        let decode_scratch = crate::kernels::attention::decode_scratch(gpu, &caches[0], c.num_attention_heads, MAX_DECODE_QUERIES)?;
+        Ok(TextState { caches, decode_scratch })
+    }
+
+    fn head(&self) -> &Matrix {
+        self.lm_head.as_ref().unwrap_or(&self.embed_tokens)
+    }
+
+    /// Runs `ids` (`[t]` u32, already validated < vocab) at cache positions `past..past+t`
+    /// with rotary tables `cos`/`sin` (`[t, head_dim/2]`), writing their keys and values into
+    /// the caches. Returns the logits of every position (`all_logits`) or of the last only.
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward(
+        &self,
+        enc: &mut Encoder,
+        state: &TextState,
+        ids: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        past: usize,
+        visual: Option<&VisualInput>,
+        all_logits: bool,
+    ) -> Result<Tensor, ModelError> {
+        let gpu = enc.gpu;
+        let c = &self.config;
+        let t = ids.numel();
+        let (h, d, qh, kvh) = (c.hidden_size, c.head_dim, c.num_attention_heads, c.num_key_value_heads);
+        let f32s = |shape: &[usize]| gpu.empty(DType::F32, shape);
+        let x = f32s(&[t, h])?;
+        embed(enc, &self.embed_tokens, ids, &x);
+        if let Some(v) = visual {
+            scatter_rows(enc, &x, v.positions, v.embeds);
+        }
+        let (normed, q, k, v) = (f32s(&[t, h])?, f32s(&[t, qh, d])?, f32s(&[t, kvh, d])?, f32s(&[t, kvh, d])?);
+        // Projections before the per-head norm (a kernel cannot read and write one buffer).
+        let (q_lin, k_lin) = (f32s(&[t, qh * d])?, f32s(&[t, kvh * d])?);
+        let attn = f32s(&[t, qh * d])?;
+        let gate_up = f32s(&[t, 2 * c.intermediate_size])?;
+        let act = f32s(&[t, c.intermediate_size])?;
+        for (l, layer) in self.layers.iter().enumerate() {
+            let cache = &state.caches[l];
+            layer.input_layernorm.forward(enc, &x, &normed);
+            layer.q_proj.forward(enc, &normed, &q_lin);
+            layer.k_proj.forward(enc, &normed, &k_lin);
+            layer.v_proj.forward(enc, &normed, &v.view(&[t, kvh * d]));
+            layer.q_norm.forward(enc, &q_lin.view(&[t * qh, d]), &q);
+            layer.k_norm.forward(enc, &k_lin.view(&[t * kvh, d]), &k);
+            apply_rope(enc, &q, cos, sin, qh, 0);
+            apply_rope(enc, &k, cos, sin, kvh, 0);
+            kv_append(enc, cache, &k, &v, past);
+            if t <= MAX_DECODE_QUERIES {
+                decode_attention(enc, &q, cache, past, &state.decode_scratch, &attn);
+            } else {
+                prefill_attention(enc, &q, cache, past, &attn);
+            }
+            layer.o_proj.forward_acc(enc, &attn, &x);
+            layer.post_attention_layernorm.forward(enc, &x, &normed);
+            layer.gate_up_proj.forward(enc, &normed, &gate_up);
+            silu_mul(enc, &gate_up, &act);
+            layer.down_proj.forward_acc(enc, &act, &x);
+            if let Some(ds) = visual.and_then(|v| v.deepstack.get(l).map(|f| (v.positions, f))) {
+                scatter_add_rows(enc, &x, ds.0, ds.1);
+            }
+        }
+        let rows = if all_logits { t } else { 1 };
+        let last = f32s(&[rows, h])?;
+        if all_logits {
+            self.norm.forward(enc, &x, &last);
+        } else {
+            // Only the last position feeds generation: norm it alone.
+            let x_last = f32s(&[1, h])?;
+            enc.copy(&x.buffer, ((t - 1) * h * 4) as u64, &x_last.buffer, 0, (h * 4) as u64);
+            self.norm.forward(enc, &x_last, &last);
+        }
+        let logits = f32s(&[rows, c.vocab_size])?;
+        matmul(enc, &last, self.head(), None, &logits);
+        Ok(logits)
+    }
+}
