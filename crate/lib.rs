@@ -1,8 +1,10 @@
 //! Qwen3-VL on the client GPU: WGSL kernels through wgpu, natively and in the browser.
 //!
 //! Layers, each a folder: `gpu` (device, limits, buffers, pipelines) → `kernels` (one WGSL
-//! file, one thin wrapper and one CPU reference per op).
+//! file, one thin wrapper and one CPU reference per op); `runtime` (the CPU side of a request:
+//! preprocessing, chat template and tokenizer, M-RoPE position ids).
 
 pub mod gpu;
 pub mod kernels;
+pub mod runtime;
 pub mod testing;
