@@ -6,6 +6,7 @@
 
 pub mod attention;
 pub mod copy;
+pub mod matmul;
 pub mod elementwise;
 pub mod embed;
 pub mod norm;

@@ -7,6 +7,7 @@ mod attention;
 mod copy;
 mod elementwise;
 mod embed;
+mod matmul;
 mod norm;
 mod quant;
 mod rope;
