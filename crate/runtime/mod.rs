@@ -1,12 +1,16 @@
 //! The CPU half of a request, the same natively and in the browser: images and videos to
 //! `pixel_values` ([`preprocess`], [`video`], resampling in [`resize`]), a conversation to prompt
 //! token ids through the chat template and tokenizer ([`chat`]), and the M-RoPE position ids of
-//! that prompt ([`rope_index`]). Each mirrors the transformers code it is named after.
+//! that prompt ([`rope_index`]). Each mirrors the transformers code it is named after. On the GPU:
+//! a conversation's KV cache, prefill and decode ([`session`]) and the generation loop
+//! ([`generate`]).
 
 pub mod chat;
+pub mod generate;
 pub mod preprocess;
 pub mod resize;
 pub mod rope_index;
+pub mod session;
 pub mod video;
 
 pub use chat::{
@@ -15,7 +19,9 @@ pub use chat::{
 };
 pub use preprocess::{smart_resize, ImageProcessor, PatchSpec, RgbImage, VisionInput};
 pub use resize::Resampler;
+pub use generate::{generate, GenerateOptions, Stop, TextStream};
 pub use rope_index::{get_rope_index, RopeIndex};
+pub use session::{Sampling, Session};
 pub use video::{VideoInput, VideoProcessor};
 
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,324 @@
+//! `qwen3-vl`: the native face of the runtime.
+//!
+//! ```text
+//! qwen3-vl run --model DIR [--image FILE]… [--video DIR --fps F] --prompt TEXT [--system TEXT]
+//!              [--max-new-tokens N] [--greedy | --temperature T --top-k K --top-p P --seed S]
+//!              [--weights q4|f16|f32] [--json]
+//! qwen3-vl logits --model DIR (--prompt TEXT | --input-ids 1,2,3) [--image FILE]… [--weights …] --out FILE.npy
+//! ```
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use qwen3_vl_webgpu::gpu::Gpu;
+use qwen3_vl_webgpu::kernels::quant::Format;
+use qwen3_vl_webgpu::kernels::sample::SampleParams;
+use qwen3_vl_webgpu::model::{ModelFolder, Qwen3VL};
+use qwen3_vl_webgpu::runtime::preprocess::decode_image;
+use qwen3_vl_webgpu::runtime::{
+    generate, get_rope_index, Content, GenerateOptions, ImageProcessor, Message, Qwen3VLProcessor, RgbImage, Sampling,
+    Session, TextStream, VideoProcessor, VisionInput,
+};
+
+const USAGE: &str = "usage: qwen3-vl run --model DIR [--image FILE]… [--video DIR --fps F] --prompt TEXT [--system TEXT] \
+[--max-new-tokens N] [--greedy | --temperature T --top-k K --top-p P --seed S] [--weights q4|f16|f32] [--json]
+       qwen3-vl logits --model DIR (--prompt TEXT | --input-ids 1,2,3) [--image FILE]… [--weights q4|f16|f32] --out FILE.npy";
+
+type Result<T> = std::result::Result<T, String>;
+
+/// Flags of one subcommand: repeatable values, single values and switches, by name.
+struct Args {
+    values: HashMap<&'static str, Vec<String>>,
+}
+
+impl Args {
+    /// `spec`: (flag, takes a value, may repeat).
+    fn parse(argv: &[String], spec: &[(&'static str, bool, bool)]) -> Result<Args> {
+        let mut values: HashMap<&'static str, Vec<String>> = HashMap::new();
+        let mut it = argv.iter();
+        while let Some(arg) = it.next() {
+            let &(name, takes, repeats) = spec.iter().find(|(n, ..)| *n == arg).ok_or_else(|| format!("unknown flag {arg}"))?;
+            let v = if takes { it.next().ok_or_else(|| format!("{name} needs a value"))?.clone() } else { String::new() };
+            let slot = values.entry(name).or_default();
+            if !repeats && !slot.is_empty() {
+                return Err(format!("{name} given twice"));
+            }
+            slot.push(v);
+        }
+        Ok(Args { values })
+    }
+    fn has(&self, name: &str) -> bool {
+        self.values.contains_key(name)
+    }
+    fn one(&self, name: &str) -> Option<&str> {
+        self.values.get(name).map(|v| v[0].as_str())
+    }
+    fn all(&self, name: &str) -> &[String] {
+        self.values.get(name).map_or(&[], Vec::as_slice)
+    }
+    fn need(&self, name: &str) -> Result<&str> {
+        self.one(name).ok_or_else(|| format!("{name} is required"))
+    }
+    fn num<T: std::str::FromStr>(&self, name: &str) -> Result<Option<T>> {
+        self.one(name).map(|v| v.parse().map_err(|_| format!("{name}: not a number: {v}"))).transpose()
+    }
+}
+
+fn main() -> ExitCode {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let result = match argv.first().map(String::as_str) {
+        Some("run") => run(&argv[1..]),
+        Some("logits") => logits(&argv[1..]),
+        _ => Err(USAGE.to_string()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn format_of(args: &Args) -> Result<Format> {
+    match args.one("--weights").unwrap_or("q4") {
+        "q4" => Ok(Format::Q4),
+        "f16" => Ok(Format::F16),
+        "f32" => Ok(Format::F32),
+        other => Err(format!("--weights: expected q4, f16 or f32, not {other}")),
+    }
+}
+
+/// The model folder and the model on the GPU.
+fn load(args: &Args, gpu: &Gpu) -> Result<(ModelFolder, Qwen3VL)> {
+    let format = format_of(args)?;
+    let folder = ModelFolder::open(Path::new(args.need("--model")?)).map_err(|e| e.to_string())?;
+    let model = Qwen3VL::load(gpu, &folder, format).map_err(|e| e.to_string())?;
+    Ok((folder, model))
+}
+
+fn gpu() -> Result<Gpu> {
+    Gpu::new_blocking(None).map_err(|e| e.to_string())
+}
+
+fn read_file(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn image_processor(dir: &Path) -> Result<ImageProcessor> {
+    match std::fs::read_to_string(dir.join("preprocessor_config.json")) {
+        Ok(json) => ImageProcessor::from_config_json(&json).map_err(|e| e.to_string()),
+        Err(_) => Ok(ImageProcessor::default()),
+    }
+}
+
+fn images(args: &Args, processor: &ImageProcessor) -> Result<Vec<VisionInput>> {
+    args.all("--image")
+        .iter()
+        .map(|f| {
+            let img = decode_image(&read_file(Path::new(f))?).map_err(|e| format!("{f}: {e}"))?;
+            processor.preprocess(&img).map_err(|e| format!("{f}: {e}"))
+        })
+        .collect()
+}
+
+/// A folder of frames (PNG/JPEG, in file-name order) at `fps` frames per second.
+fn video(dir: &Path, fps: f64, processor: &VideoProcessor) -> Result<qwen3_vl_webgpu::runtime::VideoInput> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| matches!(x.to_ascii_lowercase().to_str(), Some("png" | "jpg" | "jpeg"))))
+        .collect();
+    files.sort();
+    let frames: Vec<RgbImage> = files
+        .iter()
+        .map(|f| decode_image(&read_file(f)?).map_err(|e| format!("{}: {e}", f.display())))
+        .collect::<Result<_>>()?;
+    processor.preprocess_all(&frames, Some(fps)).map_err(|e| e.to_string())
+}
+
+fn processor(dir: &Path) -> Result<Qwen3VLProcessor> {
+    let mut p = Qwen3VLProcessor::from_tokenizer_json(&read_file(&dir.join("tokenizer.json"))?).map_err(|e| e.to_string())?;
+    p.image_processor = image_processor(dir)?;
+    if let Ok(json) = std::fs::read_to_string(dir.join("video_preprocessor_config.json")) {
+        p.video_processor = VideoProcessor::from_config_json(&json).map_err(|e| e.to_string())?;
+    }
+    Ok(p)
+}
+
+fn run(argv: &[String]) -> Result<()> {
+    let spec = [
+        ("--model", true, false),
+        ("--image", true, true),
+        ("--video", true, false),
+        ("--fps", true, false),
+        ("--prompt", true, false),
+        ("--system", true, false),
+        ("--max-new-tokens", true, false),
+        ("--greedy", false, false),
+        ("--temperature", true, false),
+        ("--top-k", true, false),
+        ("--top-p", true, false),
+        ("--seed", true, false),
+        ("--weights", true, false),
+        ("--json", false, false),
+    ];
+    let args = Args::parse(argv, &spec)?;
+    let text = args.need("--prompt")?.to_string();
+    let dir = PathBuf::from(args.need("--model")?);
+    let proc = processor(&dir)?;
+    let images = images(&args, &proc.image_processor)?;
+    let videos = match args.one("--video") {
+        Some(v) => {
+            let fps = args.num::<f64>("--fps")?.ok_or("--video needs --fps")?;
+            vec![video(Path::new(v), fps, &proc.video_processor)?]
+        }
+        None => Vec::new(),
+    };
+    let mut content: Vec<Content> = images.iter().map(|_| Content::Image).collect();
+    content.extend(videos.iter().map(|_| Content::Video));
+    content.push(Content::Text(text));
+    let mut messages = Vec::new();
+    if let Some(s) = args.one("--system") {
+        messages.push(Message::system(s));
+    }
+    messages.push(Message::user(content));
+    let prompt = proc.prompt(&messages, &images, &videos, true).map_err(|e| e.to_string())?;
+
+    let gpu = &gpu()?;
+    let (folder, model) = load(&args, gpu)?;
+    let gen = &folder.generation;
+    let sampling = if args.has("--greedy") || !(gen.do_sample || args.has("--temperature")) {
+        Sampling::Greedy
+    } else {
+        Sampling::Sample(SampleParams {
+            temperature: args.num("--temperature")?.unwrap_or(gen.temperature),
+            top_k: args.num("--top-k")?.unwrap_or(gen.top_k as u32),
+            top_p: args.num("--top-p")?.unwrap_or(gen.top_p),
+            repetition_penalty: gen.repetition_penalty,
+            presence_penalty: 0.0,
+            u: 0.0,
+        })
+    };
+    let max_new = args.num("--max-new-tokens")?.unwrap_or(512);
+    let opts = GenerateOptions { max_new_tokens: max_new, sampling, seed: args.num("--seed")?.unwrap_or(0), eos: gen.eos_token_id.clone() };
+    let capacity = prompt.input_ids.len() + max_new + 1;
+    let mut session = Session::new(gpu, &model, capacity).map_err(|e| e.to_string())?;
+    let video_inputs: Vec<VisionInput> = videos.iter().map(|v| v.vision.clone()).collect();
+
+    let start = Instant::now();
+    let logits = session
+        .prefill(&prompt.input_ids, &prompt.rope.position_ids, prompt.rope.rope_delta, &images, &video_inputs, false)
+        .map_err(|e| e.to_string())?;
+    let mut first: Option<Instant> = None;
+    let mut stream = TextStream::new();
+    let json = args.has("--json");
+    let mut text = String::new();
+    let (ids, stop) = pollster::block_on(generate(&mut session, logits, &opts, |id| {
+        first.get_or_insert_with(Instant::now);
+        if let Ok(delta) = stream.push(id, |ids| proc.decode(ids, true).map_err(|e| qwen3_vl_webgpu::model::ModelError::Input(e.to_string()))) {
+            if !json {
+                print!("{delta}");
+                let _ = std::io::stdout().flush();
+            }
+            text += &delta;
+        }
+        true
+    }))
+    .map_err(|e| e.to_string())?;
+    let end = Instant::now();
+    let ttft = first.map_or(0.0, |f| (f - start).as_secs_f64());
+    let prefill_tps = prompt.input_ids.len() as f64 / ttft.max(1e-9);
+    let decode_tps = (ids.len().saturating_sub(1)) as f64 / first.map_or(1e-9, |f| (end - f).as_secs_f64().max(1e-9));
+    if json {
+        let out = serde_json::json!({
+            "ids": ids, "text": text, "stop": format!("{stop:?}"), "prompt_tokens": prompt.input_ids.len(),
+            "time_to_first_token_s": ttft, "prefill_tokens_per_s": prefill_tps, "decode_tokens_per_s": decode_tps,
+        });
+        println!("{out}");
+    } else {
+        println!();
+        eprintln!(
+            "time to first token {:.3} s · prefill {:.1} tok/s ({} tokens) · decode {:.1} tok/s ({} tokens, {stop:?})",
+            ttft,
+            prefill_tps,
+            prompt.input_ids.len(),
+            decode_tps,
+            ids.len()
+        );
+    }
+    Ok(())
+}
+
+fn logits(argv: &[String]) -> Result<()> {
+    let spec = [
+        ("--model", true, false),
+        ("--prompt", true, false),
+        ("--input-ids", true, false),
+        ("--image", true, true),
+        ("--weights", true, false),
+        ("--out", true, false),
+    ];
+    let args = Args::parse(argv, &spec)?;
+    let out = PathBuf::from(args.need("--out")?);
+    let dir = PathBuf::from(args.need("--model")?);
+    let (input_ids, images, positions, delta) = match (args.one("--prompt"), args.one("--input-ids")) {
+        (Some(text), None) => {
+            let proc = processor(&dir)?;
+            let images = images(&args, &proc.image_processor)?;
+            let mut content: Vec<Content> = images.iter().map(|_| Content::Image).collect();
+            content.push(Content::Text(text.to_string()));
+            let p = proc.prompt(&[Message::user(content)], &images, &[], true).map_err(|e| e.to_string())?;
+            (p.input_ids, images, p.rope.position_ids, p.rope.rope_delta)
+        }
+        (None, Some(list)) => {
+            let ids: Vec<u32> = list.split(',').map(|t| t.trim().parse().map_err(|_| format!("--input-ids: not a token id: {t}"))).collect::<Result<_>>()?;
+            let folder = ModelFolder::open(&dir).map_err(|e| e.to_string())?;
+            let c = &folder.config;
+            let images = images(&args, &image_processor(&dir)?)?;
+            let merge = c.vision_config.spatial_merge_size;
+            // Each image_token_id stands for one image: expand it to that image's token count.
+            let marks = ids.iter().filter(|&&t| t == c.image_token_id).count();
+            if marks != images.len() {
+                return Err(format!("--input-ids holds {marks} image tokens ({}) for {} --image files", c.image_token_id, images.len()));
+            }
+            let mut next = images.iter();
+            let expanded: Vec<u32> = ids
+                .iter()
+                .flat_map(|&t| match t == c.image_token_id {
+                    true => vec![t; next.next().unwrap().num_tokens(merge)],
+                    false => vec![t],
+                })
+                .collect();
+            let grids: Vec<[usize; 3]> = images.iter().map(|i| i.grid_thw).collect();
+            let rope = get_rope_index(&expanded, c.image_token_id, c.video_token_id, &grids, &[], merge).map_err(|e| e.to_string())?;
+            (expanded, images, rope.position_ids, rope.rope_delta)
+        }
+        _ => return Err("give exactly one of --prompt and --input-ids".into()),
+    };
+    let gpu = &gpu()?;
+    let (_, model) = load(&args, gpu)?;
+    let mut session = Session::new(gpu, &model, input_ids.len()).map_err(|e| e.to_string())?;
+    let logits = session.prefill(&input_ids, &positions, delta, &images, &[], true).map_err(|e| e.to_string())?;
+    let values = gpu.read_f32_blocking(&logits).map_err(|e| e.to_string())?;
+    write_npy(&out, &values, &logits.shape)
+}
+
+/// A little-endian f32 `.npy` (format 1.0), C order.
+fn write_npy(path: &Path, values: &[f32], shape: &[usize]) -> Result<()> {
+    let dims: Vec<String> = shape.iter().map(usize::to_string).collect();
+    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({},), }}", dims.join(", "));
+    // Magic (6) + version (2) + length (2) + header + '\n' padded to a multiple of 64.
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend((header.len() as u16).to_le_bytes());
+    bytes.extend(header.as_bytes());
+    bytes.extend(values.iter().flat_map(|v| v.to_le_bytes()));
+    std::fs::write(path, bytes).map_err(|e| format!("{}: {e}", path.display()))
+}

@@ -1,0 +1,205 @@
+//! A conversation on the GPU: the KV cache, the tokens it holds, prefill of new turns (the
+//! vision tower only for the new images), decode steps, and token selection.
+
+use crate::gpu::{DType, Encoder, Gpu, Tensor};
+use crate::kernels::quant::Format;
+use crate::kernels::rope::mrope_table;
+use crate::kernels::sample::{argmax, sample, seen_words, History, SampleParams};
+use crate::model::{ModelError, Qwen3VL, TextState, VisualInput};
+use crate::runtime::VisionInput;
+
+pub struct Session<'m> {
+    gpu: &'m Gpu,
+    model: &'m Qwen3VL,
+    state: TextState,
+    /// The tokens whose keys and values are in the cache, in order.
+    tokens: Vec<u32>,
+    /// Where the penalties' history of generated tokens starts (the presence penalty only
+    /// looks at what the model said in the current answer).
+    answer_start: usize,
+    rope_delta: i64,
+    history: Tensor,
+    seen: Tensor,
+    picked: Tensor,
+}
+
+/// How the next token is chosen.
+#[derive(Clone, Copy, Debug)]
+pub enum Sampling {
+    Greedy,
+    /// Temperature, top-k/top-p and penalties; `params.u` is replaced by the seeded RNG.
+    Sample(SampleParams),
+}
+
+impl<'m> Session<'m> {
+    /// A session whose cache holds up to `capacity` tokens: f32 with f32 weights (the
+    /// exact-parity path), packed f16 otherwise.
+    pub fn new(gpu: &'m Gpu, model: &'m Qwen3VL, capacity: usize) -> Result<Self, ModelError> {
+        let vocab = model.config.text_config.vocab_size;
+        let kv = if model.format == Format::F32 { DType::F32 } else { DType::F16 };
+        Ok(Session {
+            gpu,
+            model,
+            state: model.language_model.new_state(gpu, capacity, kv)?,
+            tokens: Vec::new(),
+            answer_start: 0,
+            rope_delta: 0,
+            history: gpu.empty(DType::U32, &[capacity])?,
+            seen: gpu.empty(DType::U32, &[seen_words(vocab)])?,
+            picked: gpu.empty(DType::U32, &[1])?,
+        })
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.state.caches[0].capacity
+    }
+
+    /// The tokens in the cache.
+    pub fn tokens(&self) -> &[u32] {
+        &self.tokens
+    }
+
+    /// Forgets the conversation (the cache is overwritten from position 0 on).
+    pub fn reset(&mut self) {
+        self.tokens.clear();
+        self.answer_start = 0;
+        self.rope_delta = 0;
+    }
+
+    /// Length of the prefix of `input_ids` already in the cache.
+    pub fn cached_prefix(&self, input_ids: &[u32]) -> usize {
+        self.tokens.iter().zip(input_ids).take_while(|(a, b)| a == b).count()
+    }
+
+    /// Runs the whole conversation `input_ids` (with M-RoPE `positions`, `[3][len]`, and
+    /// `rope_delta` from `get_rope_index` over all of it; `images` and `videos` all of its
+    /// vision inputs in prompt order), reusing the cached prefix: only the new tokens are
+    /// computed, and the vision tower runs only on the inputs whose pad tokens are new.
+    /// Returns the logits of the last position, or of every new position with `all_logits`.
+    pub fn prefill(
+        &mut self,
+        input_ids: &[u32],
+        positions: &[Vec<u32>; 3],
+        rope_delta: i64,
+        images: &[VisionInput],
+        videos: &[VisionInput],
+        all_logits: bool,
+    ) -> Result<Tensor, ModelError> {
+        let c = &self.model.config;
+        let vocab = c.text_config.vocab_size;
+        if let Some(&bad) = input_ids.iter().find(|&&t| t as usize >= vocab) {
+            return Err(ModelError::Input(format!("token id {bad} is outside the vocabulary of {vocab}")));
+        }
+        if input_ids.is_empty() || input_ids.len() > self.capacity() {
+            return Err(ModelError::Input(format!("{} tokens: a prompt needs 1 to {}", input_ids.len(), self.capacity())));
+        }
+        if positions.iter().any(|p| p.len() != input_ids.len()) {
+            return Err(ModelError::Input("position ids and input ids differ in length".into()));
+        }
+        let merge = c.vision_config.spatial_merge_size;
+        let image_spans = pad_spans(input_ids, c.image_token_id, images, merge)?;
+        let video_spans = pad_spans(input_ids, c.video_token_id, videos, merge)?;
+        // Keep at least the last token to compute, so there are logits to return, and never
+        // cut through an image: its features are computed whole.
+        let mut past = self.cached_prefix(input_ids).min(input_ids.len() - 1);
+        for span in image_spans.iter().chain(&video_spans) {
+            if span.first < past && past < span.end {
+                past = span.first;
+            }
+        }
+        let new = &input_ids[past..];
+        let run: Vec<&VisionInput> = images.iter().zip(&image_spans).chain(videos.iter().zip(&video_spans))
+            .filter(|(_, s)| s.first >= past).map(|(v, _)| v).collect();
+        // Rows of the new part that take vision features, in the tower's output order:
+        // images then videos, each in sequence order.
+        let rows_of = |id: u32| new.iter().enumerate().filter(move |(_, &t)| t == id).map(|(i, _)| i as u32);
+        let pos: Vec<u32> = rows_of(c.image_token_id).chain(rows_of(c.video_token_id)).collect();
+        let rows: Vec<[u32; 3]> = (past..input_ids.len()).map(|i| [positions[0][i], positions[1][i], positions[2][i]]).collect();
+        let gpu = self.gpu;
+        let mut enc = Encoder::new(gpu);
+        let visual = if run.is_empty() {
+            None
+        } else {
+            let pixels: Vec<f32> = run.iter().flat_map(|v| v.pixel_values.iter().copied()).collect();
+            let grids: Vec<[usize; 3]> = run.iter().map(|v| v.grid_thw).collect();
+            Some((self.model.visual.forward(&mut enc, &pixels, &grids)?, gpu.upload_u32(&pos, &[pos.len()])?))
+        };
+        let visual_input = visual.as_ref().map(|(out, positions)| VisualInput { positions, embeds: &out.embeds, deepstack: &out.deepstack });
+        let logits = self.run(&mut enc, new, &rows, past, visual_input.as_ref(), all_logits)?;
+        enc.submit();
+        self.tokens.truncate(past);
+        self.tokens.extend_from_slice(new);
+        self.answer_start = self.tokens.len();
+        self.rope_delta = rope_delta;
+        Ok(logits)
+    }
+
+    /// Appends one token (the one just chosen) and returns the next logits.
+    pub fn step(&mut self, token: u32) -> Result<Tensor, ModelError> {
+        if self.tokens.len() >= self.capacity() {
+            return Err(ModelError::Input(format!("the context of {} tokens is full", self.capacity())));
+        }
+        let past = self.tokens.len();
+        // Decode positions continue on all three axes from the prompt's rope delta.
+        let p = (past as i64 + self.rope_delta) as u32;
+        let mut enc = Encoder::new(self.gpu);
+        let logits = self.run(&mut enc, &[token], &[[p, p, p]], past, None, false)?;
+        enc.submit();
+        self.tokens.push(token);
+        Ok(logits)
+    }
+
+    fn run(&self, enc: &mut Encoder, ids: &[u32], positions: &[[u32; 3]], past: usize, visual: Option<&VisualInput>, all_logits: bool) -> Result<Tensor, ModelError> {
+        let tc = &self.model.config.text_config;
+        let (cos, sin) = mrope_table(positions, tc.rope.mrope_section, tc.rope.rope_theta as f32, tc.head_dim);
+        let half = tc.head_dim / 2;
+        let gpu = self.gpu;
+        let cos = gpu.upload_f32(&cos, &[ids.len(), half])?;
+        let sin = gpu.upload_f32(&sin, &[ids.len(), half])?;
+        let ids = gpu.upload_u32(ids, &[ids.len()])?;
+        self.model.language_model.forward(enc, &self.state, &ids, &cos, &sin, past, visual, all_logits)
+    }
+
+    /// Chooses the next token from the last row of `logits` on the GPU and reads back only it.
+    /// `u` is the uniform random number for sampling (ignored when greedy).
+    pub async fn choose(&self, logits: &Tensor, sampling: &Sampling, u: f32) -> Result<u32, ModelError> {
+        let gpu = self.gpu;
+        let row = logits.shape[0] - 1;
+        let mut enc = Encoder::new(gpu);
+        match sampling {
+            Sampling::Greedy => argmax(&mut enc, logits, row, &self.picked),
+            Sampling::Sample(p) => {
+                gpu.queue.write_buffer(&self.history.buffer, 0, bytemuck::cast_slice(&self.tokens));
+                let history = History { ids: &self.history, len: self.tokens.len(), presence_from: self.answer_start };
+                sample(&mut enc, logits, row, &history, &SampleParams { u, ..*p }, &self.seen, &self.picked);
+            }
+        }
+        enc.submit();
+        Ok(gpu.read_u32(&self.picked).await?[0])
+    }
+}
+
+/// Where one image's or video's pad tokens lie: from its first pad to one past its last.
+struct PadSpan {
+    first: usize,
+    end: usize,
+}
+
+/// Assigns the `id` pads of `input_ids`, in order, to `inputs` by their token counts.
+fn pad_spans(input_ids: &[u32], id: u32, inputs: &[VisionInput], merge: usize) -> Result<Vec<PadSpan>, ModelError> {
+    let pads: Vec<usize> = input_ids.iter().enumerate().filter(|(_, &t)| t == id).map(|(i, _)| i).collect();
+    let need: usize = inputs.iter().map(|v| v.num_tokens(merge)).sum();
+    if need != pads.len() {
+        return Err(ModelError::Input(format!("the prompt has {} pad tokens (id {id}), its images/videos make {need}", pads.len())));
+    }
+    let mut at = 0;
+    Ok(inputs
+        .iter()
+        .map(|v| {
+            let n = v.num_tokens(merge);
+            let span = PadSpan { first: pads[at], end: pads[at + n.max(1) - 1] + 1 };
+            at += n;
+            span
+        })
+        .collect())
+}
