@@ -236,3 +236,48 @@ fn f16_path_is_close_to_transformers() {
         assert_eq!(qwen3_vl_webgpu::kernels::sample::argmax_ref(last), g.u32("generated_ids")[0], "{case}: f16 next token");
     }
 }
+
+/// The runtime's session end to end: greedy generation through `Session` + `generate` gives
+/// transformers' tokens, and a second turn that extends the conversation computes only the
+/// new tokens (the vision tower is not re-run) yet gives the logits of a fresh full prefill.
+#[test]
+fn session_generates_and_reuses_the_cache_across_turns() {
+    use qwen3_vl_webgpu::runtime::{generate, GenerateOptions, Sampling, Session, VisionInput};
+    for case in ["image_nonsquare", "video_image"] {
+        let g = Golden::open(case);
+        let model = load(case, Format::F32);
+        let c = &model.config;
+        let merge = c.vision_config.spatial_merge_size;
+        let inputs = |pixels: &str, grids: &str| -> Vec<VisionInput> {
+            let (all, grids) = (if g.has(pixels) { g.f32(pixels) } else { Vec::new() }, g.grids(grids));
+            let mut at = 0;
+            grids.iter().map(|&grid_thw| {
+                let n = grid_thw.iter().product::<usize>() * all.len() / grids.iter().map(|g| g.iter().product::<usize>()).sum::<usize>().max(1);
+                at += n;
+                VisionInput { pixel_values: all[at - n..at].to_vec(), grid_thw }
+            }).collect()
+        };
+        let (images, videos) = (inputs("pixel_values", "image_grid_thw"), inputs("pixel_values_videos", "video_grid_thw"));
+        let ids = g.u32("input_ids");
+        let rope = qwen3_vl_webgpu::runtime::get_rope_index(&ids, c.image_token_id, c.video_token_id, &g.grids("image_grid_thw"), &g.grids("video_grid_thw"), merge).unwrap();
+        let mut session = Session::new(gpu(), &model, 128).unwrap();
+        let logits = session.prefill(&ids, &rope.position_ids, rope.rope_delta, &images, &videos, false).unwrap();
+        let want = g.u32("generated_ids");
+        let opts = GenerateOptions { max_new_tokens: want.len(), sampling: Sampling::Greedy, seed: 0, eos: vec![] };
+        let (got, _) = pollster::block_on(generate(&mut session, logits, &opts, |_| true)).unwrap();
+        assert_eq!(got, want, "{case}: greedy tokens through the session");
+
+        // Turn two: the conversation so far plus a few more tokens.
+        let mut turn2 = ids.clone();
+        turn2.extend(&want);
+        turn2.extend([1, 2, 3]);
+        let rope2 = qwen3_vl_webgpu::runtime::get_rope_index(&turn2, c.image_token_id, c.video_token_id, &g.grids("image_grid_thw"), &g.grids("video_grid_thw"), merge).unwrap();
+        assert_eq!(session.cached_prefix(&turn2), ids.len() + want.len() - 1, "{case}: cached prefix");
+        // Blank pixels: were the tower re-run on them, the logits would change.
+        let blank = |v: &[VisionInput]| -> Vec<VisionInput> { v.iter().map(|x| VisionInput { pixel_values: vec![0.0; x.pixel_values.len()], grid_thw: x.grid_thw }).collect() };
+        let reused = read(&session.prefill(&turn2, &rope2.position_ids, rope2.rope_delta, &blank(&images), &blank(&videos), false).unwrap());
+        let mut fresh = Session::new(gpu(), &model, 128).unwrap();
+        let full = read(&fresh.prefill(&turn2, &rope2.position_ids, rope2.rope_delta, &images, &videos, false).unwrap());
+        assert_close(&format!("{case}: second turn from the cache"), &reused, &full, F32_TOL);
+    }
+}

@@ -66,10 +66,10 @@ pub async fn generate(
     let mut rng = Rng::new(opts.seed);
     let mut logits = logits;
     let mut out = Vec::new();
+    if opts.max_new_tokens == 0 {
+        return Ok((out, Stop::MaxTokens));
+    }
     loop {
-        if out.len() >= opts.max_new_tokens {
-            return Ok((out, Stop::MaxTokens));
-        }
         let token = session.choose(&logits, &opts.sampling, rng.uniform()).await?;
         out.push(token);
         if !on_token(token) {
@@ -77,6 +77,10 @@ pub async fn generate(
         }
         if opts.eos.contains(&token) {
             return Ok((out, Stop::Eos));
+        }
+        // The last token is not fed back: nothing would read its logits.
+        if out.len() >= opts.max_new_tokens {
+            return Ok((out, Stop::MaxTokens));
         }
         if session.tokens().len() >= session.capacity() {
             return Ok((out, Stop::ContextFull));
