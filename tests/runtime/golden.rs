@@ -11,16 +11,11 @@ use qwen3_vl_webgpu::runtime::rope_index::{get_rope_index, mm_token_type_ids};
 use qwen3_vl_webgpu::runtime::video::VideoProcessor;
 use serde_json::Value;
 
-/// `tests/golden`, or `None` (the test is skipped, loudly) on a checkout from before the fixtures
-/// were merged. Once the folder exists, anything missing in it fails.
-fn golden_dir() -> Option<PathBuf> {
+/// `tests/golden`: the committed transformers fixtures.
+fn golden_dir() -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
-    if !dir.exists() {
-        eprintln!("SKIPPED: {} does not exist (the transformers golden fixtures are not merged here)", dir.display());
-        return None;
-    }
     assert!(dir.join("README.md").exists(), "incomplete golden fixtures in {}", dir.display());
-    Some(dir)
+    dir
 }
 
 /// A minimal safetensors reader: name → (dtype, shape, bytes).
@@ -62,7 +57,7 @@ impl SafeTensors {
 
 #[test]
 fn rope_index_of_every_model_case() {
-    let Some(dir) = golden_dir() else { return };
+    let dir = golden_dir();
     for case in ["text_only", "image_nonsquare", "two_images", "video", "video_image", "untied", "bf16"] {
         let g = SafeTensors::open(&dir.join(case).join("golden.safetensors"));
         let cfg: Value =
@@ -128,7 +123,7 @@ fn messages(conv: &Value) -> Vec<Message> {
 #[test]
 fn processor_goldens() {
     use qwen3_vl_webgpu::runtime::preprocess::decode_image;
-    let Some(dir) = golden_dir() else { return };
+    let dir = golden_dir();
     let dir = dir.join("processor");
     let meta: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("processor.json")).unwrap()).unwrap();
     let g = SafeTensors::open(&dir.join("processor.safetensors"));
