@@ -97,24 +97,29 @@ const PREFILL: &[(usize, usize, usize, usize, usize)] = &[
     (2, 1, 128, 300, 2700),
 ];
 
-#[test]
-fn prefill_attention_matches_reference() {
-    let mut rng = Rng::new(11);
+/// Runs every case of `cases` through `attend` (which records the kernel: q, cache, past,
+/// out) on both profiles and cache dtypes, against the causal reference.
+fn check_causal(name: &str, seed: u64, cases: &[(usize, usize, usize, usize, usize)], attend: impl Fn(&mut Encoder, &Tensor, &KvCache, usize, &Tensor)) {
+    let mut rng = Rng::new(seed);
     for gpu in gpus() {
-        for (&(q_heads, kv_heads, d, t, past), dtype) in cache_kinds(PREFILL) {
+        for (&(q_heads, kv_heads, d, t, past), dtype) in cache_kinds(cases) {
             let (cache, k, v) = filled_cache(gpu, &mut rng, kv_heads, d, past + t, dtype);
             let q = rng.vec(t * q_heads * d, AMP);
             let gq = gpu.upload_f32(&q, &[t, q_heads, d]).unwrap();
             let out = gpu.poisoned(DType::F32, &[t, q_heads * d]).unwrap();
             let mut enc = Encoder::new(gpu);
-            prefill_attention(&mut enc, &gq, &cache, past, &out);
+            attend(&mut enc, &gq, &cache, past, &out);
             enc.submit();
             let want = attention_ref(&q, &k, &v, q_heads, kv_heads, d, &causal_keys(t, past));
-            let what = format!("prefill {q_heads}/{kv_heads} heads d{d} t{t} past{past} {dtype:?} cache {:?}", gpu.caps.profile);
-            let got = read(gpu, &out);
-            assert_close(&what, &got, &want, TOL);
+            let what = format!("{name} {q_heads}/{kv_heads} heads d{d} t{t} past{past} {dtype:?} cache {:?}", gpu.caps.profile);
+            assert_close(&what, &read(gpu, &out), &want, TOL);
         }
     }
+}
+
+#[test]
+fn prefill_attention_matches_reference() {
+    check_causal("prefill", 11, PREFILL, |enc, q, cache, past, out| prefill_attention(enc, q, cache, past, out));
 }
 
 /// (q heads, kv heads, head dim, queries, past)
@@ -132,23 +137,11 @@ const DECODE: &[(usize, usize, usize, usize, usize)] = &[
 
 #[test]
 fn decode_attention_matches_reference() {
-    let mut rng = Rng::new(12);
-    for gpu in gpus() {
-        for (&(q_heads, kv_heads, d, t, past), dtype) in cache_kinds(DECODE) {
-            let (cache, k, v) = filled_cache(gpu, &mut rng, kv_heads, d, past + t, dtype);
-            let q = rng.vec(t * q_heads * d, AMP);
-            let gq = gpu.upload_f32(&q, &[t, q_heads, d]).unwrap();
-            let out = gpu.poisoned(DType::F32, &[t, q_heads * d]).unwrap();
-            let scratch = decode_scratch(gpu, &cache, q_heads, MAX_DECODE_QUERIES).unwrap();
-            let mut enc = Encoder::new(gpu);
-            decode_attention(&mut enc, &gq, &cache, past, &scratch, &out);
-            enc.submit();
-            let want = attention_ref(&q, &k, &v, q_heads, kv_heads, d, &causal_keys(t, past));
-            let what = format!("decode {q_heads}/{kv_heads} heads d{d} t{t} past{past} {dtype:?} cache {:?}", gpu.caps.profile);
-            let got = read(gpu, &out);
-            assert_close(&what, &got, &want, TOL);
-        }
-    }
+    check_causal("decode", 12, DECODE, |enc, q, cache, past, out| {
+        let q_heads = q.shape[1];
+        let scratch = decode_scratch(enc.gpu, cache, q_heads, MAX_DECODE_QUERIES).unwrap();
+        decode_attention(enc, q, cache, past, &scratch, out);
+    });
 }
 
 #[test]
