@@ -2,6 +2,8 @@
 //! binding limit.
 
 use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use wgpu::util::DeviceExt;
 
@@ -31,6 +33,47 @@ pub struct Tensor {
     pub buffer: wgpu::Buffer,
     pub shape: Vec<usize>,
     pub dtype: DType,
+    /// Shared by views; the buffer's bytes leave the device's count when the last one drops.
+    _alloc: Arc<Allocation>,
+}
+
+/// Bytes of tensor storage alive on a device now, and the most ever alive at once.
+#[derive(Default)]
+pub struct MemoryCounter {
+    live: AtomicU64,
+    peak: AtomicU64,
+}
+
+impl MemoryCounter {
+    pub fn live(&self) -> u64 {
+        self.live.load(Ordering::Relaxed)
+    }
+    pub fn peak(&self) -> u64 {
+        self.peak.load(Ordering::Relaxed)
+    }
+    /// Restarts the peak from what is alive now.
+    pub fn reset_peak(&self) {
+        self.peak.store(self.live(), Ordering::Relaxed);
+    }
+}
+
+struct Allocation {
+    bytes: u64,
+    counter: Arc<MemoryCounter>,
+}
+
+impl Allocation {
+    fn new(counter: &Arc<MemoryCounter>, bytes: u64) -> Arc<Allocation> {
+        let live = counter.live.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        counter.peak.fetch_max(live, Ordering::Relaxed);
+        Arc::new(Allocation { bytes, counter: counter.clone() })
+    }
+}
+
+impl Drop for Allocation {
+    fn drop(&mut self) {
+        self.counter.live.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
 }
 
 impl Tensor {
@@ -49,7 +92,7 @@ impl Tensor {
     pub fn view(&self, shape: &[usize]) -> Tensor {
         let bytes = self.dtype.bytes(shape.iter().product());
         assert!(bytes <= self.buffer.size(), "view {:?} of {:?}", shape, self.shape);
-        Tensor { buffer: self.buffer.clone(), shape: shape.to_vec(), dtype: self.dtype }
+        Tensor { buffer: self.buffer.clone(), shape: shape.to_vec(), dtype: self.dtype, _alloc: self._alloc.clone() }
     }
 }
 
@@ -80,7 +123,7 @@ impl Gpu {
             contents: &data,
             usage: STORAGE,
         });
-        Ok(Tensor { buffer, shape: shape.to_vec(), dtype })
+        Ok(Tensor { _alloc: Allocation::new(&self.memory, size), buffer, shape: shape.to_vec(), dtype })
     }
 
     pub fn upload_f32(&self, data: &[f32], shape: &[usize]) -> Result<Tensor, GpuError> {
@@ -112,7 +155,7 @@ impl Gpu {
             usage: STORAGE,
             mapped_at_creation: false,
         });
-        Ok(Tensor { buffer, shape: shape.to_vec(), dtype })
+        Ok(Tensor { _alloc: Allocation::new(&self.memory, size), buffer, shape: shape.to_vec(), dtype })
     }
 
     /// Reads a tensor back as f32 (f16 widened, u32 converted).

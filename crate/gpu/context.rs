@@ -55,6 +55,8 @@ pub struct Gpu {
     pub queue: wgpu::Queue,
     pub caps: Caps,
     pub(super) kernels: Mutex<HashMap<KernelKey, Arc<Kernel>>>,
+    /// Tensor storage allocated through this device (weights, caches, activations).
+    pub memory: Arc<super::MemoryCounter>,
 }
 
 impl Gpu {
@@ -115,7 +117,7 @@ impl Gpu {
             timestamps: features.contains(wgpu::Features::TIMESTAMP_QUERY),
             limits,
         };
-        Ok(Gpu { device, queue, caps, kernels: Mutex::new(HashMap::new()) })
+        Ok(Gpu { device, queue, caps, kernels: Mutex::new(HashMap::new()), memory: Default::default() })
     }
 
     /// Fails with the name of the limit when `bytes` cannot be bound at once.

@@ -19,6 +19,7 @@
 pub mod config;
 mod layers;
 mod qwen3_vl;
+pub mod synthetic;
 pub mod safetensors;
 mod text;
 mod vision;

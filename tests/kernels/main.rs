@@ -50,3 +50,18 @@ fn preprocessor_keeps_only_taken_branches() {
     assert!(preprocess("#endif\n", &[]).is_err());
     assert!(preprocess("#include \"nope.wgsl\"\n", &[]).is_err());
 }
+
+#[test]
+fn memory_counter_follows_tensors_and_their_views() {
+    // A device of its own: other tests allocate on the shared ones concurrently.
+    let gpu = Gpu::new_blocking(Some(Profile::Minimum)).unwrap();
+    let before = gpu.memory.live();
+    let t = gpu.empty(qwen3_vl_webgpu::gpu::DType::F16, &[3, 5]).unwrap();
+    assert_eq!(gpu.memory.live(), before + 32, "15 halves round up to 8 words");
+    let view = t.view(&[15]);
+    drop(t);
+    assert_eq!(gpu.memory.live(), before + 32, "a view keeps the buffer alive");
+    drop(view);
+    assert_eq!(gpu.memory.live(), before);
+    assert!(gpu.memory.peak() >= before + 32);
+}
