@@ -19,8 +19,6 @@ pub enum GpuError {
     Device(String),
     #[error("{what} needs {bytes} bytes in one binding, but this adapter allows {limit}")]
     TooLarge { what: String, bytes: u64, limit: u64 },
-    #[error("{what} needs the adapter capability `{capability}`, which it lacks")]
-    Missing { what: String, capability: String },
     #[error("reading a buffer back failed: {0}")]
     Map(String),
 }
