@@ -157,6 +157,10 @@ impl TextModel {
             }
         }
         let rows = if all_logits { t } else { 1 };
+        let max_rows = gpu.caps.max_binding() / (4 * c.vocab_size as u64);
+        if rows as u64 > max_rows {
+            return Err(ModelError::Input(format!("logits of {rows} positions do not fit one GPU binding; at most {max_rows} at once")));
+        }
         let last = f32s(&[rows, h])?;
         if all_logits {
             self.norm.forward(enc, &x, &last);
