@@ -119,6 +119,10 @@ impl TextModel {
         let c = &self.config;
         let t = ids.numel();
         let (h, d, qh, kvh) = (c.hidden_size, c.head_dim, c.num_attention_heads, c.num_key_value_heads);
+        let max_rows = gpu.caps.max_binding() / (4 * c.vocab_size as u64);
+        if all_logits && t as u64 > max_rows {
+            return Err(ModelError::Input(format!("logits of {t} positions do not fit one GPU binding; at most {max_rows} at once")));
+        }
         let f32s = |shape: &[usize]| gpu.empty(DType::F32, shape);
         let x = f32s(&[t, h])?;
         embed(enc, &self.embed_tokens, ids, &x);
@@ -157,10 +161,6 @@ impl TextModel {
             }
         }
         let rows = if all_logits { t } else { 1 };
-        let max_rows = gpu.caps.max_binding() / (4 * c.vocab_size as u64);
-        if rows as u64 > max_rows {
-            return Err(ModelError::Input(format!("logits of {rows} positions do not fit one GPU binding; at most {max_rows} at once")));
-        }
         let last = f32s(&[rows, h])?;
         if all_logits {
             self.norm.forward(enc, &x, &last);
