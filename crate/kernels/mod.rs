@@ -4,6 +4,7 @@
 //! Conventions: activations are f32 row-major; a wrapper reads sizes from the tensors' shapes;
 //! binding 0 is the op's parameter struct, bindings 1.. its tensors in the documented order.
 
+pub mod matmul;
 pub mod norm;
 pub mod quant;
 

@@ -3,6 +3,7 @@
 //! minimum profile. Tolerances are relative to the largest reference value (see
 //! `testing::rel_err`) and justified where they are set.
 
+mod matmul;
 mod norm;
 mod quant;
 
