@@ -1,15 +1,15 @@
 // y[m, col0 + r] (+)= Σ_k x[m, k] · W[r, k] (+ bias[col0 + r]) for the rows r of one weight
 // part (kernels/quant.rs has the formats), accumulating in f32.
 //   gemv: mm ≤ 4 rows of x (decode). Each workgroup owns wg_rows weight rows and streams
-//         them once (per pass of MB ≤ 2 x rows): WG invocations split each row along k,
-//         consecutive invocations reading consecutive 32-byte pieces, each keeping its slice
-//         of x in registers for all the rows; per-row partial sums meet in workgroup memory.
+//         them once (per pass of MB ≤ 2 x rows): WG invocations split each row along k in
+//         32-byte steps, SPL each, keeping their x slices in registers for all the rows;
+//         per-row partial sums meet in workgroup memory.
 //   gemm: any m (prefill, the ViT). A 64×64 output tile per workgroup, k in steps of 32 (one
 //         int4 group): both operand tiles are decoded to f32 in workgroup memory (k-major,
 //         16 KiB together) and each of 64 invocations accumulates an 8×8 micro-tile.
 // Flags: W_F32 | W_F16 | W_Q4 (weight format), VEC4 (weight rows are whole vec4<u32> units:
 // always for int4, for f32/f16 when k allows), X4 (k % 4 == 0: x rows are whole vec4s),
-// BIAS, SUBGROUPS; GEMV (constants WG, MB, SPL; flag TAIL) or GEMM picks the section.
+// BIAS, SUBGROUPS; GEMV (constants WG, MB, SPL; flags TAIL, ADJ) or GEMM picks the section.
 // Named W_* because the flag F16 would enable shader-f16.
 
 struct Params {
@@ -138,13 +138,13 @@ fn x_unit(row: u32, unit: u32) -> XUnit {
 // Σ over one unit of W[r] · x; `d` is the int4 group's scale (1 otherwise).
 fn unit_dot(wu: vec4<u32>, d: f32, xu: XUnit) -> f32 {
 #if W_Q4
-    var s = 0.0;
+    // Four running sums, added up once per unit.
+    var s = vec4<f32>(0.0);
     for (var i = 0u; i < 4u; i++) {
-        let lo = vec4<u32>(wu[i]) & NIB_MASK;
-        let hi = vec4<u32>(wu[i] >> 16u) & NIB_MASK;
-        s += dot(vec4<f32>(lo), xu.v[2u * i]) + dot(vec4<f32>(hi), xu.v[2u * i + 1u]);
+        s += vec4<f32>(vec4<u32>(wu[i]) & NIB_MASK) * xu.v[2u * i];
+        s += vec4<f32>(vec4<u32>(wu[i] >> 16u) & NIB_MASK) * xu.v[2u * i + 1u];
     }
-    return d * (s - 8.0 * xu.sum);
+    return d * (dot(s, vec4<f32>(1.0)) - 8.0 * xu.sum);
 #endif
 #if W_F16
 #if VEC4
@@ -177,6 +177,18 @@ fn w_unit(r: u32, unit: u32) -> vec4<u32> {
 // 12 KiB: the caller sizes wg_rows to fit.
 var<workgroup> red: array<f32, 3072>;
 
+// Step s of invocation `lane`: interleaved (consecutive invocations read consecutive pieces:
+// coalesced on a GPU) or, with ADJ, adjacent (each invocation reads SPL pieces in a row: on a
+// CPU a SIMD group runs all its rows before the next group starts, and longer runs stream
+// better).
+fn step_of(lane: u32, s: u32) -> u32 {
+#if ADJ
+    return lane * SPL + s;
+#else
+    return lane + s * WG;
+#endif
+}
+
 struct GemvIds {
     @builtin(local_invocation_index) lane: u32,
     @builtin(workgroup_id) wg: vec3<u32>,
@@ -208,7 +220,7 @@ fn gemv(ids: GemvIds) {
         // Its x is loaded once and serves all wg_rows rows.
         var xu: array<array<XUnit, 2>, SPL * MB>;
         for (var s = 0u; s < SPL; s++) {
-            let u = 2u * (lane + s * WG);
+            let u = 2u * step_of(lane, s);
             for (var c = 0u; c < MB; c++) {
                 // A missing last row of an odd mm repeats the one before; it is never stored.
                 let mi = p.m0 + min(mp + c, p.mm - 1u);
@@ -221,7 +233,7 @@ fn gemv(ids: GemvIds) {
             let r = min(r0 + ri, p.rows - 1u);
             var acc: array<f32, MB>;
             for (var s = 0u; s < SPL; s++) {
-                let j = lane + s * WG;
+                let j = step_of(lane, s);
                 let u = 2u * j;
 #if TAIL
                 // Only when the units do not split evenly: steps past the row's end, and a
@@ -351,13 +363,15 @@ fn w8(r: u32, e: u32) -> mat2x4<f32> {
 #endif
 }
 
-// Adds column j of a 4×4 block (rows row0.., columns col0 + j) to y.
+// Stores a 4×4 block (c[j][i] is row row0 + i, column col0 + j), clipped at the edges. The
+// bounds are run-time values, so the loops stay loops: unrolled, these 16 stores with their
+// bias and accumulate loads made up most of the shader's compile time on lavapipe.
 fn store_block(c: mat4x4<f32>, row0: u32, col0: u32) {
-    for (var j = 0u; j < 4u; j++) {
-        for (var i = 0u; i < 4u; i++) {
-            if (row0 + i < p.m && col0 + j < p.rows) {
-                store(row0 + i, col0 + j, c[j][i]);
-            }
+    let ni = min(4u, p.m - min(row0, p.m));
+    let nj = min(4u, p.rows - min(col0, p.rows));
+    for (var j = 0u; j < nj; j++) {
+        for (var i = 0u; i < ni; i++) {
+            store(row0 + i, col0 + j, c[j][i]);
         }
     }
 }

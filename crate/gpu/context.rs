@@ -32,6 +32,9 @@ pub struct Caps {
     pub profile: Profile,
     pub adapter: String,
     pub backend: String,
+    /// A CPU implementation (lavapipe, SwiftShader): every load costs a loop over the SIMD
+    /// lanes there, so some kernels choose other work layouts.
+    pub cpu: bool,
     /// `shader-f16` is enabled (f16 arithmetic in WGSL). Storage is packed-u32 f16 regardless.
     pub f16: bool,
     /// Subgroup operations are enabled; sizes as the adapter reports them.
@@ -106,10 +109,14 @@ impl Gpu {
             .await
             .map_err(|e| GpuError::Device(e.to_string()))?;
         let subgroups = features.contains(wgpu::Features::SUBGROUP);
+        // Browsers may report no device type; their software adapter still names itself.
+        let name = info.name.to_lowercase();
+        let cpu = info.device_type == wgpu::DeviceType::Cpu || name.contains("llvmpipe") || name.contains("swiftshader");
         let caps = Caps {
             profile,
             adapter: info.name.clone(),
             backend: format!("{:?}", info.backend),
+            cpu,
             f16: features.contains(wgpu::Features::SHADER_F16),
             subgroups,
             subgroup_min_size: if subgroups { info.subgroup_min_size } else { 0 },

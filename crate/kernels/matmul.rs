@@ -7,11 +7,12 @@ use bytemuck::{Pod, Zeroable};
 
 use super::key;
 use super::quant::{Format, Matrix};
-use crate::gpu::{grid, Encoder, Tensor, MAX_GROUPS_PER_DIM};
+use crate::gpu::{grid, Caps, Encoder, Tensor, MAX_GROUPS_PER_DIM};
 
 const SHADER: &str = include_str!("../../shaders/matmul.wgsl");
 
-/// Up to this many rows of `x` share one GEMV dispatch (one pass over the weights).
+/// Up to this many rows of `x` share one GEMV dispatch (one pass over the weights; in the
+/// shader, two rows per pass over a workgroup's rows, the second from cache).
 pub const GEMV_MAX_M: usize = 4;
 
 /// GEMM output tile (the shader's BM = BN).
@@ -21,16 +22,17 @@ const TILE: usize = 64;
 /// in speed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Tuning {
-    /// `Cpu` on a CPU implementation (lavapipe, SwiftShader, found by adapter name), else `Gpu`.
+    /// `Cpu` on a CPU implementation (`Caps::cpu`: lavapipe, SwiftShader), else `Gpu`.
     Auto,
     /// The GEMV for m ≤ 4 with many small workgroups (4 weight rows each) to fill a GPU's
     /// cores; the tiled GEMM for larger m.
     Gpu,
-    /// Few long GEMV workgroups (up to 128 weight rows, several steps per invocation), for
-    /// every m, 4 rows of x per dispatch. On lavapipe each load instruction is a loop over the
-    /// SIMD lanes, so what counts is loads per FMA: an x slice kept in registers serves 128
-    /// rows, and streaming the weights beats the GEMM, whose workgroup-memory loads cost as
-    /// much as global ones (20 vs 10 GFLOP/s at m = 512).
+    /// Few long GEMV workgroups (up to 128 weight rows; several adjacent steps per
+    /// invocation), for every m, 4 rows of x per dispatch. On lavapipe each load instruction
+    /// is a loop over the SIMD lanes, so what counts is loads per FMA: an x slice kept in
+    /// registers serves 128 rows, and streaming the weights beats the GEMM, whose
+    /// workgroup-memory loads cost as much as global ones (int4 2048×2048 at m = 512: 20 vs
+    /// 11 GFLOP/s).
     Cpu,
 }
 
@@ -43,6 +45,7 @@ pub struct MatmulOpts<'a> {
     pub tuning: Tuning,
 }
 
+/// The shader's `Params` (documented there).
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
 struct Params {
@@ -82,21 +85,19 @@ pub fn matmul_with(enc: &mut Encoder, x: &Tensor, w: &Matrix, y: &Tensor, opts: 
     }
     let caps = &enc.gpu.caps;
     let cpu = match opts.tuning {
-        Tuning::Auto => {
-            let name = caps.adapter.to_lowercase();
-            name.contains("llvmpipe") || name.contains("swiftshader")
-        }
+        Tuning::Auto => caps.cpu,
         t => t == Tuning::Cpu,
     };
-    let vec4 = w.format.row_words(w.k) % 4 == 0;
+    let vec4 = w.format.row_words(w.k).is_multiple_of(4);
+    // Vector x loads line up with the weight units only when those are vec4s too.
+    let x4 = vec4 && w.k.is_multiple_of(4);
     let gemv = m <= GEMV_MAX_M || cpu;
     let base = key(enc.gpu, "matmul", if gemv { "gemv" } else { "gemm" })
         .flag("W_F32", w.format == Format::F32)
         .flag("W_F16", w.format == Format::F16)
         .flag("W_Q4", w.format == Format::Q4)
         .flag("VEC4", vec4)
-        // Vector x loads line up with the weight units only when those are vec4s too.
-        .flag("X4", vec4 && w.k % 4 == 0)
+        .flag("X4", x4)
         .flag("BIAS", opts.bias.is_some());
     for part in &w.parts {
         let rows = part.rows.len();
@@ -120,11 +121,12 @@ pub fn matmul_with(enc: &mut Encoder, x: &Tensor, w: &Matrix, y: &Tensor, opts: 
         if gemv {
             for m0 in (0..m).step_by(GEMV_MAX_M) {
                 let mm = (m - m0).min(GEMV_MAX_M);
-                let g = Gemv::new(w, mm, vec4, cpu, caps);
+                let g = Gemv::new(w, mm, vec4, x4, cpu, caps);
                 let key = base
                     .clone()
                     .flag("GEMV", true)
                     .flag("TAIL", g.tail)
+                    .flag("ADJ", cpu)
                     .konst("WG", g.wg)
                     .konst("MB", g.mb)
                     .konst("SPL", g.spl);
@@ -159,7 +161,7 @@ struct Gemv {
 }
 
 impl Gemv {
-    fn new(w: &Matrix, m: usize, vec4: bool, cpu: bool, caps: &crate::gpu::Caps) -> Gemv {
+    fn new(w: &Matrix, m: usize, vec4: bool, x4: bool, cpu: bool, caps: &Caps) -> Gemv {
         // Elements per unit: a vec4<u32>, or one word when rows do not allow vec4 loads.
         let unit = match (w.format, vec4) {
             (Format::Q4, _) => 32,
@@ -170,8 +172,10 @@ impl Gemv {
         };
         let units = w.k.div_ceil(unit);
         let steps = units.div_ceil(2);
+        // x rows not made of whole vec4s (k % 4 != 0, never in the model) cost four times the
+        // loads, and their long variants take seconds to compile on lavapipe: keep them short.
         // Two x rows at most per pass: their x slices must stay in registers.
-        let mb = m.min(2);
+        let mb = if x4 { m.min(2) } else { 1 };
         // On a CPU an invocation takes several steps per row, so the per-row reduction is paid
         // for more work, as many as keep its x slices in registers (measured on lavapipe:
         // more steps spill them to memory and run at half speed).
@@ -180,17 +184,18 @@ impl Gemv {
             Format::F16 => 4,
             Format::F32 => 8,
         };
-        let spl = if cpu { (cpu_spl / mb).clamp(1, steps) } else { 1 };
+        let spl = if cpu && x4 { (cpu_spl / mb).clamp(1, steps) } else { 1 };
         let spl = spl.max(steps.div_ceil(256));
         let wg = steps.div_ceil(spl);
         // The partial-sum table: rows · m outputs × (columns + 1) in the shader's 3072 floats,
         // a column per subgroup (at least the smallest subgroup size) or per invocation.
         let cols = if caps.subgroups { wg.div_ceil(caps.subgroup_min_size.max(1) as usize) } else { wg };
+        // (At least 2: cols ≤ 256 and m ≤ 4.)
         let fit = 3072 / (cols + 1) / m;
         let rows = if cpu { fit.min(128) } else { fit.min(4) };
         Gemv {
             wg: wg as u32,
-            rows: rows.max(1) as u32,
+            rows: rows as u32,
             mb: mb as u32,
             spl: spl as u32,
             tail: 2 * wg * spl != units,

@@ -6,9 +6,9 @@
 
 pub mod attention;
 pub mod copy;
-pub mod matmul;
 pub mod elementwise;
 pub mod embed;
+pub mod matmul;
 pub mod norm;
 pub mod quant;
 pub mod rope;
