@@ -1,4 +1,5 @@
-//! Deterministic random data and tolerance checks shared by the kernel tests and benchmarks.
+//! Deterministic random numbers (the tests' data, the benchmarks' weights, and the seeded
+//! sampler of `runtime::generate`: same seed, same tokens) and the tolerance checks of the tests.
 
 /// SplitMix64: tiny, seedable, identical on every platform.
 pub struct Rng(u64);
