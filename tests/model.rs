@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 
 use qwen3_vl_webgpu::gpu::{DType, Encoder, Gpu, Profile, Tensor};
 use qwen3_vl_webgpu::kernels::quant::{dequantized, Format};
-use qwen3_vl_webgpu::kernels::rope::mrope_table;
 use qwen3_vl_webgpu::model::{Dtype, FileSource, MemSource, ModelFolder, Qwen3VL, SafetensorsFile, Source, VisualInput};
 use qwen3_vl_webgpu::testing::{assert_close, rel_err};
 
@@ -100,12 +99,7 @@ fn prompt_forward(model: &Qwen3VL, g: &Golden, kv: DType) -> (Option<(Vec<f32>, 
     let rows: Vec<u32> = pad_rows(c.image_token_id).chain(pad_rows(c.video_token_id)).collect();
     let rows = gpu().upload_u32(&rows, &[rows.len().max(1)]).unwrap();
     let visual = vision.as_ref().map(|v| VisualInput { positions: &rows, embeds: &v.embeds, deepstack: &v.deepstack });
-    let tc = &c.text_config;
-    let (cos, sin) = mrope_table(&positions, tc.rope.mrope_section, tc.rope.rope_theta as f32, tc.head_dim);
-    let cos = gpu().upload_f32(&cos, &[s, tc.head_dim / 2]).unwrap();
-    let sin = gpu().upload_f32(&sin, &[s, tc.head_dim / 2]).unwrap();
-    let id_t = gpu().upload_u32(&ids, &[s]).unwrap();
-    let logits = model.language_model.forward(&mut enc, &state, &id_t, &cos, &sin, 0, visual.as_ref(), true).unwrap();
+    let logits = model.language_model.forward(&mut enc, &state, &ids, &positions, 0, visual.as_ref(), true).unwrap();
     enc.submit();
     let vision = vision.map(|v| (read(&v.embeds), v.deepstack.iter().map(read).collect()));
     (vision, read(&logits), state)
@@ -122,7 +116,6 @@ fn f32_matches_transformers_logits_and_greedy_decoding() {
     for case in CASES {
         let g = Golden::open(case);
         let model = load(case, Format::F32);
-        let tc = &model.config.text_config;
         let (vision, got, state) = prompt_forward(&model, &g, DType::F32);
         if let Some((embeds, deepstack)) = &vision {
             assert_close(&format!("{case}: merger output"), embeds, &g.vision("embeds"), F32_TOL);
@@ -150,12 +143,8 @@ fn f32_matches_transformers_logits_and_greedy_decoding() {
                 break;
             }
             let p = (s + k) as i64 + delta;
-            let (cos, sin) = mrope_table(&[[p as u32; 3]], tc.rope.mrope_section, tc.rope.rope_theta as f32, tc.head_dim);
-            let cos = gpu().upload_f32(&cos, &[1, tc.head_dim / 2]).unwrap();
-            let sin = gpu().upload_f32(&sin, &[1, tc.head_dim / 2]).unwrap();
             let mut enc = Encoder::new(gpu());
-            let id_t = gpu().upload_u32(&[id], &[1]).unwrap();
-            let l = model.language_model.forward(&mut enc, &state, &id_t, &cos, &sin, s + k, None, false).unwrap();
+            let l = model.language_model.forward(&mut enc, &state, &[id], &[[p as u32; 3]], s + k, None, false).unwrap();
             enc.submit();
             step_logits = read(&l);
         }

@@ -337,7 +337,6 @@ fn timed<T>(gpu: &Gpu, work: impl FnOnce() -> Result<T>) -> Result<(T, f64)> {
 /// The end-to-end figures users feel, on random weights of the real shapes or a model folder.
 fn bench(argv: &[String]) -> Result<()> {
     use qwen3_vl_webgpu::gpu::{DType, Encoder};
-    use qwen3_vl_webgpu::kernels::rope::mrope_table;
     use qwen3_vl_webgpu::kernels::sample::argmax;
     use qwen3_vl_webgpu::model::synthetic;
     use qwen3_vl_webgpu::testing::Rng;
@@ -379,11 +378,8 @@ fn bench(argv: &[String]) -> Result<()> {
     let step = |t: usize, past: usize, rng: &mut Rng| -> Result<()> {
         let ids: Vec<u32> = (0..t).map(|_| rng.below(tc.vocab_size as u64) as u32).collect();
         let pos: Vec<[u32; 3]> = (past..past + t).map(|p| [p as u32; 3]).collect();
-        let (cos, sin) = mrope_table(&pos, tc.rope.mrope_section, tc.rope.rope_theta as f32, tc.head_dim);
-        let up = |v: &[f32]| gpu.upload_f32(v, &[t, tc.head_dim / 2]).map_err(|e| e.to_string());
         let mut enc = Encoder::new(gpu);
-        let id_t = gpu.upload_u32(&ids, &[t]).map_err(|e| e.to_string())?;
-        let logits = model.language_model.forward(&mut enc, &state, &id_t, &up(&cos)?, &up(&sin)?, past, None, false).map_err(|e| e.to_string())?;
+        let logits = model.language_model.forward(&mut enc, &state, &ids, &pos, past, None, false).map_err(|e| e.to_string())?;
         argmax(&mut enc, &logits, 0, &picked);
         enc.submit();
         gpu.read_u32_blocking(&picked).map_err(|e| e.to_string())?;

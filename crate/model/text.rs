@@ -8,7 +8,7 @@ use crate::kernels::elementwise::silu_mul;
 use crate::kernels::embed::{embed, scatter_add_rows, scatter_rows};
 use crate::kernels::matmul::matmul;
 use crate::kernels::quant::{Format, Matrix};
-use crate::kernels::rope::apply_rope;
+use crate::kernels::rope::{apply_rope, mrope_table};
 
 use super::layers::{Linear, RmsNorm};
 use super::{ModelError, Qwen3VLTextConfig, Weights};
@@ -100,32 +100,35 @@ impl TextModel {
         self.lm_head.as_ref().unwrap_or(&self.embed_tokens)
     }
 
-    /// Runs `ids` (`[t]` u32, already validated < vocab) at cache positions `past..past+t`
-    /// with rotary tables `cos`/`sin` (`[t, head_dim/2]`), writing their keys and values into
-    /// the caches. Returns the logits of every position (`all_logits`) or of the last only.
+    /// Runs `ids` (already validated < vocab) with M-RoPE `positions` (t, h, w per token) at
+    /// cache positions `past..past+t`, writing their keys and values into the caches. Returns
+    /// the logits of every position (`all_logits`) or of the last only.
     #[allow(clippy::too_many_arguments)]
     pub fn forward(
         &self,
         enc: &mut Encoder,
         state: &TextState,
-        ids: &Tensor,
-        cos: &Tensor,
-        sin: &Tensor,
+        ids: &[u32],
+        positions: &[[u32; 3]],
         past: usize,
         visual: Option<&VisualInput>,
         all_logits: bool,
     ) -> Result<Tensor, ModelError> {
         let gpu = enc.gpu;
         let c = &self.config;
-        let t = ids.numel();
+        let t = ids.len();
+        assert_eq!(positions.len(), t, "one position per token");
         let (h, d, qh, kvh) = (c.hidden_size, c.head_dim, c.num_attention_heads, c.num_key_value_heads);
         let max_rows = gpu.caps.max_binding() / (4 * c.vocab_size as u64);
         if all_logits && t as u64 > max_rows {
             return Err(ModelError::Input(format!("logits of {t} positions do not fit one GPU binding; at most {max_rows} at once")));
         }
         let f32s = |shape: &[usize]| gpu.empty(DType::F32, shape);
+        let (cos, sin) = mrope_table(positions, c.rope.mrope_section, c.rope.rope_theta as f32, d);
+        let (cos, sin) = (gpu.upload_f32(&cos, &[t, d / 2])?, gpu.upload_f32(&sin, &[t, d / 2])?);
+        let ids = gpu.upload_u32(ids, &[t])?;
         let x = f32s(&[t, h])?;
-        embed(enc, &self.embed_tokens, ids, &x);
+        embed(enc, &self.embed_tokens, &ids, &x);
         if let Some(v) = visual {
             scatter_rows(enc, &x, v.positions, v.embeds);
         }
@@ -143,8 +146,8 @@ impl TextModel {
             layer.v_proj.forward(enc, &normed, &v.view(&[t, kvh * d]));
             layer.q_norm.forward(enc, &q_lin.view(&[t * qh, d]), &q);
             layer.k_norm.forward(enc, &k_lin.view(&[t * kvh, d]), &k);
-            apply_rope(enc, &q, cos, sin, qh, 0);
-            apply_rope(enc, &k, cos, sin, kvh, 0);
+            apply_rope(enc, &q, &cos, &sin, qh, 0);
+            apply_rope(enc, &k, &cos, &sin, kvh, 0);
             kv_append(enc, cache, &k, &v, past);
             if t <= MAX_DECODE_QUERIES {
                 decode_attention(enc, &q, cache, past, &state.decode_scratch, &attn);

@@ -3,7 +3,6 @@
 
 use crate::gpu::{DType, Encoder, Gpu, Tensor};
 use crate::kernels::quant::Format;
-use crate::kernels::rope::mrope_table;
 use crate::kernels::sample::{argmax, sample, seen_words, History, SampleParams};
 use crate::model::{ModelError, Qwen3VL, TextState, VisualInput};
 use crate::runtime::VisionInput;
@@ -150,14 +149,7 @@ impl<'m> Session<'m> {
     }
 
     fn run(&self, enc: &mut Encoder, ids: &[u32], positions: &[[u32; 3]], past: usize, visual: Option<&VisualInput>, all_logits: bool) -> Result<Tensor, ModelError> {
-        let tc = &self.model.config.text_config;
-        let (cos, sin) = mrope_table(positions, tc.rope.mrope_section, tc.rope.rope_theta as f32, tc.head_dim);
-        let half = tc.head_dim / 2;
-        let gpu = self.gpu;
-        let cos = gpu.upload_f32(&cos, &[ids.len(), half])?;
-        let sin = gpu.upload_f32(&sin, &[ids.len(), half])?;
-        let ids = gpu.upload_u32(ids, &[ids.len()])?;
-        self.model.language_model.forward(enc, &self.state, &ids, &cos, &sin, past, visual, all_logits)
+        self.model.language_model.forward(enc, &self.state, ids, positions, past, visual, all_logits)
     }
 
     /// Chooses the next token from the last row of `logits` on the GPU and reads back only it.
