@@ -33,7 +33,7 @@ export function demoPage() {
 }
 
 /** The image both the CLI and the browser see: an RGB PNG with no colour chunks (pixels decode identically). */
-export const imageFile = "tests/golden/processor/image_300x200.png";
+export const imageFile = "tests/fixtures/image_64x48.png";
 
 /** The native CLI, built by `cargo test` / `cargo build --bin qwen3-vl` (debug: the tiny model is fast either way). */
 export function cli() {
@@ -65,12 +65,17 @@ export function tinyModel() {
   return tiny;
 }
 
-/** `qwen3-vl run --json --greedy` on `model` (repo-relative) with the test image: the parsed JSON. */
+/**
+ * `qwen3-vl run --json --greedy` on `model` (repo-relative) with the test image: the parsed JSON.
+ * Under the minimum profile, so natively the same kernel variants run as on SwiftShader and the
+ * two cannot round differently through a different reduction order.
+ */
 export function nativeGreedy(model, prompt, maxNewTokens) {
+  need(imageFile, "the tiny model's test image (quant helper's tests/fixtures/)");
   const out = execFileSync(cli(), [
     "run", "--model", join(repoRoot, model), "--image", join(repoRoot, imageFile), "--prompt", prompt,
     "--greedy", "--json", "--max-new-tokens", String(maxNewTokens),
-  ], { cwd: repoRoot, encoding: "utf8", stdio: ["ignore", "pipe", "inherit"] });
+  ], { cwd: repoRoot, encoding: "utf8", stdio: ["ignore", "pipe", "inherit"], env: { ...process.env, QWEN3VL_PROFILE: "minimum" } });
   const line = out.trim().split("\n").filter((l) => l.startsWith("{")).at(-1);
   if (!line) throw new Error(`qwen3-vl run --json printed no JSON object:\n${out}`);
   return JSON.parse(line);
