@@ -41,12 +41,16 @@ export function cli() {
   return join(repoRoot, "target/debug/qwen3-vl");
 }
 
+/** Shard size of the tiny model's int4 folder: its ~350 KB then make several shards to cache, cut and corrupt. */
+export const shardMiB = 0.1;
+
 let tiny;
 /**
  * The tiny end-to-end model, made fresh once per test process under target/browser/:
- * `tiny/` the original folder (bf16/f32 safetensors, tests/fixtures/tiny.sh) and `tiny-q4/` its
- * pre-quantized shards (`qwen3-vl quantize`, small shards so there are several to cache and cut).
- * Paths are relative to the repo root, i.e. also URL paths on the test server.
+ * `tiny/` the original folder (f32 safetensors, tests/fixtures/tiny.sh) and `tiny-q4/` its
+ * pre-quantized shards (`qwen3-vl quantize --shard-mib shardMiB`; an in-browser quantization
+ * that must reproduce them passes the same `shardMiB`). Paths are relative to the repo root,
+ * i.e. also URL paths on the test server.
  */
 export function tinyModel() {
   if (tiny) return tiny;
@@ -58,10 +62,10 @@ export function tinyModel() {
   rmSync(q4, { recursive: true, force: true });
   mkdirSync(out, { recursive: true });
   execFileSync("bash", [script, dir], { cwd: repoRoot, stdio: "inherit" });
-  execFileSync(bin, ["quantize", "--model", dir, "--out", q4, "--shard-mib", "1"], { cwd: repoRoot, stdio: "inherit" });
+  execFileSync(bin, ["quantize", "--model", dir, "--out", q4, "--shard-mib", String(shardMiB)], { cwd: repoRoot, stdio: "inherit" });
   if (!existsSync(join(q4, "manifest.json"))) throw new Error(`qwen3-vl quantize wrote no ${q4}/manifest.json`);
   const manifest = JSON.parse(readFileSync(join(q4, "manifest.json"), "utf8"));
-  tiny = { dir: "target/browser/tiny/", q4: "target/browser/tiny-q4/", manifest };
+  tiny = { dir: "target/browser/tiny/", q4: "target/browser/tiny-q4/", manifest, shardMiB };
   return tiny;
 }
 
