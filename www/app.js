@@ -258,10 +258,10 @@ async function load(source) {
         demo.model.info().then((info) => ($("info").textContent = JSON.stringify(info, null, 2)), () => {});
         return demo.model;
     } catch (e) {
-        let text = isAbort(e) ? "Loading was stopped." : `Loading failed: ${messageOf(e)}`;
+        let text = isAbort(e) ? "Loading was stopped." : `Loading failed: ${messageOf(e).replace(/\.?$/, ".")}`;
         if (!isAbort(e) && /memory|device (was )?lost|allocat/i.test(messageOf(e))) {
             text += need
-                ? ` This model needs about ${fmtBytes(need.gpu)} of GPU memory${need === MODELS["Qwen/Qwen3-VL-4B-Instruct"] ? "; try the 2B (about 1.8 GB)" : ""}.`
+                ? ` This model needs about ${fmtBytes(need.gpu)} of GPU memory${need === MODELS["Qwen/Qwen3-VL-4B-Instruct"] ? "; the 2B needs about 1.8 GB" : ""}.`
                 : " The GPU ran out of memory for this model.";
         }
         notice(isAbort(e) ? "info" : "error", text);
@@ -501,7 +501,7 @@ async function answer(text, attached, options) {
             scrollLog();
         }
         const result = await stream.result;
-        reply = result.text ?? reply;
+        reply = result.text || reply; // a cancelled result may carry no text: keep what streamed
         demo.lastAnswer = answerEl.textContent = reply;
         demo.lastResult = result;
         showGrounding(botEl, reply);
