@@ -60,6 +60,7 @@ let conversation = []; // OpenAI-style messages, the whole conversation, sent wi
 let images = []; // display bitmaps of the conversation's images, in order
 let pending = []; // attachments for the next message: { source, bitmap, name }
 let answering = null; // AbortController of the running load or answer
+let answerDone = Promise.resolve(); // settles when the running answer has ended
 let folderChoice = null; // a directory handle or File[] picked for "folder"
 let camera = null; // the camera MediaStream
 let liveTimer = 0;
@@ -218,6 +219,11 @@ async function showModelHint() {
         return;
     }
     hint.textContent = `First load reads about ${fmtBytes(need.download)} of weights and keeps ${fmtBytes(need.stored)} (int4) on this device; needs about ${fmtBytes(need.gpu)} of GPU memory.`;
+    // WebGPU reports no memory size; the device's RAM (Chromium, capped at 8 GB) bounds it
+    // where the GPU shares system memory.
+    if (navigator.deviceMemory && navigator.deviceMemory * GB < 2 * need.gpu) {
+        hint.textContent += ` This device reports ${navigator.deviceMemory} GB of memory, which may be too little.`;
+    }
     const estimate = await navigator.storage?.estimate?.().catch(() => null);
     if (estimate && estimate.quota - estimate.usage < need.stored) {
         hint.textContent += ` This site may store only ${fmtBytes(estimate.quota - estimate.usage)} more: free some disk space first.`;
@@ -454,7 +460,13 @@ async function ask(text, imageSources = [], options = {}) {
     if (answering) throw new Error("an answer is still streaming");
     const sources = [imageSources].flat().filter(Boolean);
     const attached = await Promise.all(sources.map((s, i) => attachment(s, `image ${i + 1}`)));
-    return answer(text, attached, options);
+    return startAnswer(text, attached, options);
+}
+
+function startAnswer(text, attached, options) {
+    const done = answer(text, attached, options);
+    answerDone = done.catch(() => {});
+    return done;
 }
 
 async function answer(text, attached, options) {
@@ -532,19 +544,22 @@ async function answer(text, attached, options) {
 }
 
 function send() {
-    const text = $("prompt").value.trim();
+    const text = $("prompt").value.trim() || (pending.length ? "Describe this image." : "");
     if (!text || demo.state !== "ready") return;
     const attached = pending;
     pending = [];
     renderPending();
     lastQuestion = text;
     $("prompt").value = "";
-    answer(text, attached, {}).catch(() => {}); // shown in the turn and the notice
+    startAnswer(text, attached, {}).catch(() => {}); // shown in the turn and the notice
 }
 
 async function resetConversation() {
     stopLive();
-    answering?.abort();
+    if (demo.state === "generating") {
+        answering.abort();
+        await answerDone; // its partial answer must not land in the new conversation
+    }
     conversation = [];
     images = [];
     $("log").replaceChildren();
