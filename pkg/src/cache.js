@@ -203,6 +203,7 @@ export async function fillCache(dir, baseUrl, manifest, { signal, onProgress } =
           report(entry.name);
         }).catch((e) => {
           stop.abort(e);
+          // estimate() can be far from what the write met (a full disk), so only the need is said.
           throw isQuotaError(e) ? quotaError(need) : e;
         });
       }
