@@ -4,7 +4,9 @@
 use std::path::Path;
 use std::process::Command;
 
-use qwen3_vl_webgpu::model::{Dtype, FileSource, SafetensorsFile};
+use qwen3_vl_webgpu::model::{Dtype, FileSource, ModelFolder, SafetensorsFile};
+use qwen3_vl_webgpu::runtime::preprocess::decode_image;
+use qwen3_vl_webgpu::runtime::{Content, ImageProcessor, Message, Qwen3VLProcessor, VideoProcessor};
 use qwen3_vl_webgpu::testing::assert_close;
 
 fn qwen3_vl(args: &[&str]) -> std::process::Output {
@@ -67,4 +69,56 @@ fn bad_input_is_one_line_and_a_failure() {
         assert_eq!(err.trim_end().lines().filter(|l| l.starts_with("error")).count(), 1, "{args:?}: {err}");
         assert!(err.contains(needle), "{args:?}: {err}");
     }
+}
+
+fn repo(path: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+/// The tiny end-to-end model folder (`tests/fixtures/tiny.sh`) in a fresh temporary folder.
+fn tiny_folder(tag: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("qwen3vl-tiny-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let ok = Command::new("bash").arg(repo("tests/fixtures/tiny.sh")).arg(&dir).status().unwrap().success();
+    assert!(ok, "tests/fixtures/tiny.sh failed");
+    dir
+}
+
+/// The processor `qwen3-vl run` builds from a model folder.
+fn processor(dir: &Path) -> Qwen3VLProcessor {
+    let mut p = Qwen3VLProcessor::from_tokenizer_json(&std::fs::read(dir.join("tokenizer.json")).unwrap()).unwrap();
+    p.image_processor = ImageProcessor::from_config_json(&std::fs::read_to_string(dir.join("preprocessor_config.json")).unwrap()).unwrap();
+    p.video_processor = VideoProcessor::from_config_json(&std::fs::read_to_string(dir.join("video_preprocessor_config.json")).unwrap()).unwrap();
+    p
+}
+
+#[test]
+fn tiny_fixture_tokenizer_fits_its_checkpoint() {
+    let dir = tiny_folder("tok");
+    let folder = ModelFolder::open(&dir).unwrap();
+    let proc = processor(&dir);
+    let c = &folder.config;
+    let t = proc.tokens;
+    assert_eq!(
+        [t.vision_start, t.vision_end, t.image_pad, t.video_pad],
+        [c.vision_start_token_id, c.vision_end_token_id, c.image_token_id, c.video_token_id]
+    );
+    assert_eq!(t.eos(), folder.generation.eos_token_id);
+    assert_eq!(proc.tokenizer.get_vocab_size(true), c.text_config.vocab_size);
+    // Every id the model can emit decodes to something, and text round-trips through the BPE.
+    for id in 0..c.text_config.vocab_size as u32 {
+        assert!(!proc.decode(&[id], false).unwrap().is_empty(), "id {id}");
+    }
+    let text = "What colour is the square? <1.5 seconds>\n";
+    let ids = proc.encode(text).unwrap();
+    assert!(ids.len() < text.len() / 2, "the merges should shorten common words: {ids:?}");
+    assert_eq!(proc.decode(&ids, false).unwrap(), text);
+
+    // A 64×48 image is 64×64 after smart_resize: 4×4 patches, 4 merged tokens.
+    let image = proc.image_processor.preprocess(&decode_image(&std::fs::read(repo("tests/fixtures/image_64x48.png")).unwrap()).unwrap()).unwrap();
+    assert_eq!(image.grid_thw, [1, 4, 4]);
+    let prompt = proc.prompt(&[Message::user(vec![Content::Image, Content::Text("Describe the image.".into())])], &[image], &[], true).unwrap();
+    let expect_head = [t.im_start].into_iter().chain(proc.encode("user\n").unwrap()).chain([t.vision_start, t.image_pad, t.image_pad, t.image_pad, t.image_pad, t.vision_end]);
+    assert!(prompt.input_ids.iter().copied().zip(expect_head.clone()).all(|(a, b)| a == b), "{:?}", prompt.input_ids);
+    let _ = std::fs::remove_dir_all(&dir);
 }
