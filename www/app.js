@@ -25,8 +25,9 @@
 //                #model-hint #progress-box #progress #progress-text #cache-size #clear-cache #info
 //   inputs:      #camera-video #camera-toggle #capture #screenshot #file-input #live
 //                #live-interval #live-status
-//   chat:        #log (children .turn.user / .turn.assistant; an answer's .answer, .stats and,
-//                with grounding, canvas.grounding) #attachments #prompt #send #stop #reset
+//   chat:        #log (children div.turn.user with the question's canvases, article.turn.assistant
+//                with .answer, .stats and, with grounding, canvas.grounding) #attachments #prompt
+//                #send #stop #reset
 //                #max-tokens
 //   other:       #notice (role=alert, data-kind = error | warn | info) #adapter #drop-overlay
 
@@ -358,8 +359,10 @@ function renderPending() {
 
 // ---------- chat ----------
 
+// A question is a <div>, an answer an <article>: each role is its own element type, so
+// `.turn.user:last-of-type` and `.turn.assistant:last-of-type` both find the latest one.
 function turn(role) {
-    const el = document.createElement("article");
+    const el = document.createElement(role === "user" ? "div" : "article");
     el.className = `turn ${role}`;
     $("log").append(el);
     return el;
