@@ -19,9 +19,10 @@ export function drawFigure(canvas, bitmap, items) {
     canvas.height = Math.round(bitmap.height * scale);
     const ctx = canvas.getContext("2d");
     ctx.drawImage(bitmap, 0, 0, canvas.width, canvas.height);
-    const line = Math.max(2, canvas.width / 320);
+    // Sizes in CSS pixels of the canvas as shown (it is scaled to fit its column).
+    const line = 2 * (canvas.width / (canvas.clientWidth || canvas.width));
     ctx.lineWidth = line;
-    ctx.font = `${Math.round(line * 7)}px system-ui, sans-serif`;
+    ctx.font = `${Math.round(line * 6.5)}px system-ui, sans-serif`;
     ctx.textBaseline = "top";
     items.forEach((item, i) => {
         const color = GROUNDING_COLORS[i % GROUNDING_COLORS.length];
