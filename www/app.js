@@ -25,12 +25,14 @@
 //                #model-hint #progress-box #progress #progress-text #cache-size #clear-cache #info
 //   inputs:      #camera-video #camera-toggle #capture #screenshot #file-input #live
 //                #live-interval #live-status
-//   chat:        #log (children .turn.user / .turn.assistant; an answer's .answer, .stats and,
-//                with grounding, canvas.grounding) #attachments #prompt #send #stop #reset
+//   chat:        #log (children div.turn.user with the question's canvases, article.turn.assistant
+//                with .answer, .stats and, with grounding, canvas.grounding) #attachments #prompt
+//                #send #stop #reset
 //                #max-tokens
 //   other:       #notice (role=alert, data-kind = error | warn | info) #adapter #drop-overlay
 
-import { parseGrounding, toPixels } from "./grounding.js";
+import { drawFigure, thumbnail } from "./figure.js";
+import { parseGrounding } from "./grounding.js";
 
 const GB = 1e9;
 // Stored int4 size ≈ parameters × 4.5 bits; GPU memory = weights + a 4K-token f16 KV cache +
@@ -49,7 +51,6 @@ const REQUIRED_LIMITS = {
     maxComputeWorkgroupStorageSize: 16384,
     maxComputeWorkgroupsPerDimension: 65535,
 };
-const GROUNDING_COLORS = ["#ff3b30", "#34c759", "#0a84ff", "#ff9f0a", "#bf5af2", "#64d2ff", "#ffd60a"];
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
@@ -338,14 +339,6 @@ async function addPending(source, name) {
     }
 }
 
-function thumbnail(bitmap, height) {
-    const canvas = document.createElement("canvas");
-    canvas.height = height;
-    canvas.width = Math.max(1, Math.round((bitmap.width / bitmap.height) * height));
-    canvas.getContext("2d").drawImage(bitmap, 0, 0, canvas.width, canvas.height);
-    return canvas;
-}
-
 function renderPending() {
     const box = $("attachments");
     box.replaceChildren(...pending.map((a, i) => {
@@ -364,53 +357,12 @@ function renderPending() {
     }));
 }
 
-/** Draws `bitmap` (longest side at most 1024 px) with boxes and points over it. */
-function drawFigure(canvas, bitmap, items) {
-    const scale = Math.min(1, 1024 / Math.max(bitmap.width, bitmap.height));
-    canvas.width = Math.round(bitmap.width * scale);
-    canvas.height = Math.round(bitmap.height * scale);
-    const ctx = canvas.getContext("2d");
-    ctx.drawImage(bitmap, 0, 0, canvas.width, canvas.height);
-    const line = Math.max(2, canvas.width / 320);
-    ctx.lineWidth = line;
-    ctx.font = `${Math.round(line * 7)}px system-ui, sans-serif`;
-    ctx.textBaseline = "top";
-    items.forEach((item, i) => {
-        const color = GROUNDING_COLORS[i % GROUNDING_COLORS.length];
-        ctx.strokeStyle = ctx.fillStyle = color;
-        let x, y;
-        if (item.type === "box") {
-            const [x1, y1] = toPixels(item.box.slice(0, 2), canvas.width, canvas.height);
-            const [x2, y2] = toPixels(item.box.slice(2), canvas.width, canvas.height);
-            ctx.strokeRect(x1, y1, x2 - x1, y2 - y1);
-            [x, y] = [x1, y1];
-        } else {
-            [x, y] = toPixels(item.point, canvas.width, canvas.height);
-            ctx.beginPath();
-            ctx.arc(x, y, line * 3, 0, 2 * Math.PI);
-            ctx.fill();
-            ctx.strokeStyle = "#fff";
-            ctx.stroke();
-            [x, y] = [x + line * 4, y - line * 3];
-        }
-        if (item.label) {
-            const pad = line;
-            const w = ctx.measureText(item.label).width + 2 * pad;
-            const h = line * 7 + 2 * pad;
-            const top = Math.max(0, Math.min(y - h, canvas.height - h));
-            const left = Math.min(Math.max(0, x), canvas.width - w);
-            ctx.fillStyle = color;
-            ctx.fillRect(left, top, w, h);
-            ctx.fillStyle = "#000";
-            ctx.fillText(item.label, left + pad, top + pad);
-        }
-    });
-}
-
 // ---------- chat ----------
 
+// A question is a <div>, an answer an <article>: each role is its own element type, so
+// `.turn.user:last-of-type` and `.turn.assistant:last-of-type` both find the latest one.
 function turn(role) {
-    const el = document.createElement("article");
+    const el = document.createElement(role === "user" ? "div" : "article");
     el.className = `turn ${role}`;
     $("log").append(el);
     return el;
@@ -788,14 +740,25 @@ async function registerServiceWorker() {
         await Promise.all(registrations.map((r) => r.unregister()));
         return false;
     }
+    let registration;
     try {
-        await navigator.serviceWorker.register("./sw.js");
-        await navigator.serviceWorker.ready;
-        return true;
+        registration = await navigator.serviceWorker.register("./sw.js");
     } catch (e) {
         console.warn("service worker:", e);
         return false;
     }
+    if (registration.active) return true;
+    // The first install: ready once it has cached everything, or never (it fails when the
+    // server lacks a file it needs: "redundant").
+    const worker = registration.installing || registration.waiting;
+    return new Promise((resolve) => {
+        const settle = () => {
+            if (worker.state === "activated") resolve(true);
+            else if (worker.state === "redundant") resolve(false);
+        };
+        worker.addEventListener("statechange", settle);
+        settle();
+    });
 }
 
 start();

@@ -3,8 +3,8 @@
 // What it caches: the app shell (this folder) and the package's code (pkg/src, pkg/dist: the
 // ES modules, the worker, the wasm-bindgen glue and the .wasm). Never the model weights: the
 // package keeps those in OPFS (hashed, resumable), and a weight request passes by untouched.
-// The package's files are found by following the relative module/wasm paths in its source from
-// pkg/src/index.js, so this file names no file of the package and cannot drift from it.
+// The modules are found by following the relative module/wasm paths in the code from app.js
+// and pkg/src/index.js, so this file names no module of the package and cannot drift from it.
 //
 // Strategy: network-first, cache as the fallback. The page, the package modules, the worker
 // and the .wasm must come from one build (wasm-bindgen glue and .wasm mismatched fail at
@@ -18,8 +18,9 @@
 
 const CACHE = "qwen3-vl-demo-v1";
 const SCOPE = new URL(self.registration.scope);
-const SHELL = ["./", "app.js", "grounding.js", "style.css", "manifest.webmanifest", "icon.svg"];
-const PACKAGE_ENTRY = new URL("../pkg/src/index.js", SCOPE).href;
+// Must all exist (install fails otherwise); what their code references is cached as found.
+const REQUIRED = ["./", "app.js", "style.css", "manifest.webmanifest", "icon.svg", "../pkg/src/index.js"]
+    .map((path) => new URL(path, SCOPE).href);
 const PACKAGE_DIRS = ["../pkg/src/", "../pkg/dist/"].map((dir) => new URL(dir, SCOPE).href);
 // Code and page files only: weight shards (.bin, .safetensors) and model JSON never match.
 const APP_FILE = /\.(?:html|m?js|css|wasm|webmanifest|svg)$/;
@@ -28,9 +29,7 @@ const CODE_REFERENCE = /["'`]((?:\.{1,2}\/)?[\w@.\/-]+\.(?:m?js|wasm))["'`]/g;
 
 self.addEventListener("install", (event) => {
     event.waitUntil((async () => {
-        const cache = await caches.open(CACHE);
-        await Promise.all(SHELL.map((path) => put(cache, new URL(path, SCOPE).href)));
-        await precachePackage(cache);
+        await precache(await caches.open(CACHE));
         await self.skipWaiting();
     })());
 });
@@ -86,23 +85,23 @@ async function put(cache, url) {
 }
 
 /**
- * The package entry and every same-origin code file reachable from it by relative paths.
- * The entry must exist; a path found in the source that the server does not have (a name in a
- * comment or a message) is skipped.
+ * The REQUIRED files and every same-origin code file reachable from their code by relative
+ * paths. A path found in code that the server does not have (a name in a comment or a
+ * message) is skipped.
  */
-async function precachePackage(cache) {
-    const seen = new Set([PACKAGE_ENTRY]);
-    const queue = [PACKAGE_ENTRY];
+async function precache(cache) {
+    const seen = new Set(REQUIRED);
+    const queue = [...REQUIRED];
     while (queue.length) {
         const url = queue.shift();
         let response;
         try {
             response = await put(cache, url);
         } catch (e) {
-            if (url === PACKAGE_ENTRY) throw e;
+            if (REQUIRED.includes(url)) throw e;
             continue;
         }
-        if (url.endsWith(".wasm")) continue;
+        if (!/\.m?js$/.test(new URL(url).pathname)) continue;
         for (const [, path] of (await response.text()).matchAll(CODE_REFERENCE)) {
             const found = new URL(path, url);
             if (found.origin === SCOPE.origin && !seen.has(found.href)) {
