@@ -93,6 +93,10 @@ impl Manifest {
         if m.shards.is_empty() {
             return Err(manifest_err(MANIFEST, "lists no shards".into()));
         }
+        let sum: u64 = m.files.iter().chain(&m.shards).map(|e| e.bytes).sum();
+        if sum != m.total_bytes {
+            return Err(manifest_err(MANIFEST, format!("says total_bytes {}, its entries add up to {sum}", m.total_bytes)));
+        }
         Ok(m)
     }
 }
