@@ -41,8 +41,8 @@ export function cli() {
   return join(repoRoot, "target/debug/qwen3-vl");
 }
 
-/** Shard size of the tiny model's int4 folder: its ~350 KB then make several shards to cache, cut and corrupt. */
-export const shardMiB = 0.1;
+/** Shard size of the tiny model's int4 folder (`qwen3-vl quantize` takes whole MiB, 1 at least). */
+export const shardMiB = 1;
 
 let tiny;
 /**
