@@ -440,11 +440,11 @@ fn bench(argv: &[String]) -> Result<()> {
     }
     // Time to first token for one frame and 32 text tokens, through the session as `run` does.
     drop(state);
-    let mut ids: Vec<u32> = (0..16).map(|_| rng.below(151_000) as u32).collect();
+    let mut ids: Vec<u32> = (0..16).map(|_| rng.below(tc.vocab_size as u64) as u32).collect();
     ids.push(c.vision_start_token_id);
     ids.extend(std::iter::repeat_n(c.image_token_id, image.num_tokens(c.vision_config.spatial_merge_size)));
     ids.push(c.vision_end_token_id);
-    ids.extend((0..16).map(|_| rng.below(151_000) as u32));
+    ids.extend((0..16).map(|_| rng.below(tc.vocab_size as u64) as u32));
     let rope = get_rope_index(&ids, c.image_token_id, c.video_token_id, &[image.grid_thw], &[], c.vision_config.spatial_merge_size).map_err(|e| e.to_string())?;
     let mut session = Session::new(gpu, &model, ids.len() + 1).map_err(|e| e.to_string())?;
     let (_, ttft) = timed(gpu, || {
