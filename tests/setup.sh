@@ -37,3 +37,12 @@ export QWEN_TOKENIZER_JSON="$tok_dir/package/models/tokenizer.json"
 # lavapipe warns without a private runtime dir.
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp/qwen3vl-xdg}"
 mkdir -p -m 0700 "$XDG_RUNTIME_DIR"
+
+# The browser tests (tests/browser): Debian's Chromium (WebGPU on SwiftShader) and the pinned
+# playwright-core that drives it. Never a Playwright browser download: it cannot work here.
+[ -x /usr/bin/chromium ] || apt_install chromium
+export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
+if [ ! -f "$root/tests/browser/node_modules/.package-lock.json" ] \
+    || [ "$root/tests/browser/package-lock.json" -nt "$root/tests/browser/node_modules/.package-lock.json" ]; then
+    (cd "$root/tests/browser" && npm ci --silent --no-audit --no-fund)
+fi

@@ -6,7 +6,11 @@
 //!              [--weights q4|f16|f32] [--json]
 //! qwen3-vl logits --model DIR (--prompt TEXT | --input-ids 1,2,3) [--image FILE]… [--weights …] --out FILE.npy
 //! qwen3-vl bench (--model DIR | --synthetic 2b|4b) [--weights q4|f16]
+//! qwen3-vl quantize --model DIR --out DIR [--shard-mib N]
+//! qwen3-vl verify --model DIR
 //! ```
+//!
+//! `--model` takes a Hugging Face folder or a pre-quantized one written by `quantize`.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -17,7 +21,7 @@ use std::time::Instant;
 use qwen3_vl_webgpu::gpu::Gpu;
 use qwen3_vl_webgpu::kernels::quant::Format;
 use qwen3_vl_webgpu::kernels::sample::SampleParams;
-use qwen3_vl_webgpu::model::{ModelFolder, Qwen3VL};
+use qwen3_vl_webgpu::model::{open_in, quantized, ModelFolder, Qwen3VL};
 use qwen3_vl_webgpu::runtime::preprocess::decode_image;
 use qwen3_vl_webgpu::runtime::{
     generate, get_rope_index, Content, GenerateOptions, ImageProcessor, Message, Qwen3VLProcessor, RgbImage, Sampling,
@@ -27,7 +31,9 @@ use qwen3_vl_webgpu::runtime::{
 const USAGE: &str = "usage: qwen3-vl run --model DIR [--image FILE]… [--video DIR --fps F] --prompt TEXT [--system TEXT] \
 [--max-new-tokens N] [--greedy | --temperature T --top-k K --top-p P --seed S] [--weights q4|f16|f32] [--json]
        qwen3-vl logits --model DIR (--prompt TEXT | --input-ids 1,2,3) [--image FILE]… [--weights q4|f16|f32] --out FILE.npy
-       qwen3-vl bench (--model DIR | --synthetic 2b|4b) [--weights q4|f16]";
+       qwen3-vl bench (--model DIR | --synthetic 2b|4b) [--weights q4|f16]
+       qwen3-vl quantize --model DIR --out DIR [--shard-mib N]
+       qwen3-vl verify --model DIR";
 
 type Result<T> = std::result::Result<T, String>;
 
@@ -75,6 +81,8 @@ fn main() -> ExitCode {
         Some("run") => run(&argv[1..]),
         Some("logits") => logits(&argv[1..]),
         Some("bench") => bench(&argv[1..]),
+        Some("quantize") => quantize(&argv[1..]),
+        Some("verify") => verify(&argv[1..]),
         _ => Err(USAGE.to_string()),
     };
     match result {
@@ -308,6 +316,43 @@ fn logits(argv: &[String]) -> Result<()> {
     let logits = session.prefill(&input_ids, &positions, delta, &images, &[], true).map_err(|e| e.to_string())?;
     let values = gpu.read_f32_blocking(&logits).map_err(|e| e.to_string())?;
     write_npy(&out, &values, &logits.shape)
+}
+
+/// Writes the pre-quantized int4 folder (model::quantized) and prints one summary line.
+fn quantize(argv: &[String]) -> Result<()> {
+    let args = Args::parse(argv, &[("--model", true, false), ("--out", true, false), ("--shard-mib", true, false)])?;
+    let dir = PathBuf::from(args.need("--model")?);
+    let out = PathBuf::from(args.need("--out")?);
+    let mib = args.num::<usize>("--shard-mib")?.unwrap_or(quantized::DEFAULT_SHARD_MIB);
+    if mib == 0 || mib > 2048 {
+        return Err(format!("--shard-mib: expected 1 to 2048, not {mib}"));
+    }
+    if out.join(quantized::MANIFEST).exists() || dir.canonicalize().ok() == out.canonicalize().ok() {
+        return Err(format!("{}: refusing to write over a model folder", out.display()));
+    }
+    std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let start = Instant::now();
+    let manifest = quantized::write(open_in(&dir), mib << 20, |name, bytes| std::fs::write(out.join(name), bytes)).map_err(|e| e.to_string())?;
+    let folder = ModelFolder::open(&out).map_err(|e| e.to_string())?;
+    let tensors = qwen3_vl_webgpu::model::expected_tensors(&folder.config).len();
+    println!(
+        "{}: {tensors} tensors, {} bytes in {} shards + {} files, {:.1} s",
+        out.display(),
+        manifest.total_bytes,
+        manifest.shards.len(),
+        manifest.files.len(),
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Checks a pre-quantized folder's files and shards against its manifest's sizes and sha256.
+fn verify(argv: &[String]) -> Result<()> {
+    let args = Args::parse(argv, &[("--model", true, false)])?;
+    let dir = PathBuf::from(args.need("--model")?);
+    let m = quantized::verify(open_in(&dir)).map_err(|e| e.to_string())?;
+    println!("{}: {} shards and {} files match manifest.json ({} bytes)", dir.display(), m.shards.len(), m.files.len(), m.total_bytes);
+    Ok(())
 }
 
 /// A little-endian f32 `.npy` (format 1.0), C order.
