@@ -1,7 +1,7 @@
 // The model inside a worker: source resolution, the weights cache, and the wasm Engine. Usable
 // directly in an application's own worker; src/index.js wraps it for the main thread.
 
-import init, { Engine as WasmEngine, quantize } from "../dist/qwen3_vl_webgpu.js";
+import init, { Engine as WasmEngine, quantize } from "../dist/wasm/qwen3_vl_webgpu.js";
 import { cacheDir, cacheKey, cachedManifest, fillCache, isComplete, openCachedFolder, quantizeToCache } from "./cache.js";
 import { directoryFolder, filesFolder, httpFolder, resolveSource } from "./files.js";
 import { toWasmMessages } from "./image.js";
