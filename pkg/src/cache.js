@@ -247,7 +247,7 @@ export async function isComplete(dir, manifest, onProgress) {
  * shard and memory at one shard. Each file is then hashed against the returned manifest and
  * committed like a download.
  */
-export async function quantizeToCache(dir, quantize, src, { onProgress, shardMiB } = {}) {
+export async function quantizeToCache(dir, quantize, src, { signal, onProgress, shardMiB } = {}) {
   await remove(dir, MANIFEST);
   const stageName = "quantize.part";
   const stage = await (await dir.getFileHandle(stageName, { create: true })).createSyncAccessHandle();
@@ -272,10 +272,15 @@ export async function quantizeToCache(dir, quantize, src, { onProgress, shardMiB
         }
       },
     };
-    const progress = (p) => onProgress?.({ phase: "quantize", loaded: p.loaded ?? p.done, total: p.total, file: p.file });
+    // A throwing onProgress stops the quantizer: that is how an abort reaches it.
+    const progress = (p) => {
+      signal?.throwIfAborted();
+      onProgress?.({ phase: "quantize", loaded: p.done, total: p.total, file: p.file });
+    };
     try {
       manifest = quantize(src, sink, { ...(shardMiB ? { shardMiB } : {}), onProgress: progress });
     } catch (e) {
+      signal?.throwIfAborted();
       if (isQuotaError(sinkError)) throw quotaError(at, null, true);
       throw sinkError ?? e;
     }

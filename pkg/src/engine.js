@@ -1,7 +1,7 @@
 // The model inside a worker: source resolution, the weights cache, and the wasm Engine. Usable
 // directly in an application's own worker; src/index.js wraps it for the main thread.
 
-import init, { Engine as WasmEngine, quantize } from "../dist/qwen3_vl_webgpu.js";
+import init, { Engine as WasmEngine, quantize } from "../dist/wasm/qwen3_vl_webgpu.js";
 import { cacheDir, cacheKey, cachedManifest, fillCache, isComplete, openCachedFolder, quantizeToCache } from "./cache.js";
 import { directoryFolder, filesFolder, httpFolder, resolveSource } from "./files.js";
 import { toWasmMessages } from "./image.js";
@@ -41,7 +41,7 @@ async function remoteFolder(url, { signal, onProgress, shardMiB }) {
     manifest = await cachedManifest(dir);
     if (!manifest || !(await isComplete(dir, manifest, onProgress))) {
       signal?.throwIfAborted();
-      manifest = await quantizeToCache(dir, quantize, httpFolder(url), { onProgress, shardMiB });
+      manifest = await quantizeToCache(dir, quantize, httpFolder(url), { signal, onProgress, shardMiB });
     }
   } else {
     if (manifest.format !== "qwen3-vl-webgpu") throw new Error(`${url}manifest.json is not a qwen3-vl-webgpu manifest`);
@@ -83,7 +83,11 @@ export class Engine {
     }
     try {
       signal?.throwIfAborted();
-      const progress = (p) => onProgress?.({ phase: p.phase, loaded: p.done ?? p.loaded, total: p.total, file: p.file });
+      // A throwing onProgress stops the wasm loader: that is how an abort reaches it.
+      const progress = (p) => {
+        signal?.throwIfAborted();
+        onProgress?.({ phase: p.phase, loaded: p.done, total: p.total, file: p.file });
+      };
       const wasm = await WasmEngine.load(folder, { weights, ...(contextLength ? { contextLength } : {}), onProgress: progress });
       if (signal?.aborted) {
         wasm.free();
@@ -92,6 +96,7 @@ export class Engine {
       return new Engine(wasm, folder);
     } catch (e) {
       folder.close();
+      signal?.throwIfAborted(); // the AbortError rather than the loader's wrapping of it
       throw e;
     }
   }

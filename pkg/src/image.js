@@ -54,7 +54,8 @@ async function toPart(part) {
       return { type: "text", text: String(part.text) };
     case "image":
     case "image_url": {
-      const image = part.type === "image" ? part.image : (part.image_url?.url ?? part.image_url);
+      // An image part may already be pixels (the main thread converted it before the worker).
+      const image = part.type === "image" ? (isPixels(part) ? part : part.image) : (part.image_url?.url ?? part.image_url);
       return { type: "image", ...(await toRGBA(image)) };
     }
     case "video": {

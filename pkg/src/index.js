@@ -19,6 +19,7 @@ class Channel {
   #stop;
   #next = 1;
   #pending = new Map();
+  #closed = null;
 
   constructor(send, stop) {
     this.#send = send;
@@ -37,20 +38,22 @@ class Channel {
     }
   }
 
-  /** Rejects every call in flight (the worker died) and stops the channel. */
+  /** Ends the channel (the worker with it); calls in flight and later ones reject with `error`. */
   fail(error) {
+    this.#closed = error;
     for (const call of this.#pending.values()) call.reject(error);
     this.#pending.clear();
     this.#stop();
   }
 
   stop() {
-    this.#stop();
+    this.fail(new Error("the model was unloaded"));
   }
 
   call(op, args, { onProgress, onDelta, signal, transfer = [] } = {}) {
     const id = this.#next++;
     return new Promise((resolve, reject) => {
+      if (this.#closed) return reject(this.#closed);
       this.#pending.set(id, { resolve, reject, onProgress, onDelta });
       this.#send({ id, op, args }, transfer);
       signal?.addEventListener("abort", () => this.#send({ op: "abort", target: id }), { once: true });
@@ -128,10 +131,7 @@ export class Qwen3VL {
         // Abort ends a worker load at once (terminating it frees what it held; downloaded
         // shards stay cached for the next load); in-thread, the load stops at its next step.
         const abort = () => {
-          if (worker) {
-            channel.stop();
-            reject(signal.reason);
-          }
+          if (worker) channel.fail(signal.reason);
         };
         signal?.addEventListener("abort", abort, { once: true });
         channel.call("load", { source, options }, { onProgress, signal }).then(resolve, reject)

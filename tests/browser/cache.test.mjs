@@ -20,7 +20,7 @@ let server, browser, page, tiny, entry;
 before(async () => {
   entry = packageEntry();
   tiny = tinyModel();
-  assert.ok(tiny.manifest.shards.length >= 3, "the tiny model needs several shards to cut between");
+  assert.ok(tiny.manifest.files.length + tiny.manifest.shards.length >= 3, "the tiny model needs several files to cut between");
   server = await startServer();
   browser = await launch();
   page = await openPage(browser.context, server.url + "tests/browser/blank.html", { ignore: expectedErrors });
@@ -119,9 +119,9 @@ test("a second load makes no weight requests", { timeout: 300_000 }, async () =>
   assertNoErrors(page);
 });
 
-test("a download cut half-way resumes without re-fetching finished shards", { timeout: 300_000 }, async () => {
-  const shards = tiny.manifest.shards;
-  const victim = shards[Math.floor(shards.length / 2)];
+test("a download cut half-way resumes from the kept bytes and re-fetches no finished file", { timeout: 300_000 }, async () => {
+  // The largest shard is cut: it is queued after the small files, which finish before the cut.
+  const victim = tiny.manifest.shards.reduce((a, b) => (b.bytes > a.bytes ? b : a));
   server.cutAfter("/" + tiny.q4 + victim.name, Math.floor(victim.bytes / 2));
   const cut = await load(tiny.q4);
   assert.equal(cut.ok, false, "the load over a cut response must fail");
@@ -137,9 +137,12 @@ test("a download cut half-way resumes without re-fetching finished shards", { ti
   assert.ok(resumed.ok, JSON.stringify(resumed.error));
   const again = weightGets(tiny.q4);
   for (const r of again) assert.ok(!finished.has(r.path), `${r.path} was fetched whole before the cut and again after`);
-  const victimGet = again.find((r) => r.path.endsWith(victim.name));
-  assert.ok(victimGet?.range?.startsWith("bytes="), "the cut shard resumes with a Range request");
-  assert.ok(Number(/bytes=(\d+)-/.exec(victimGet.range)[1]) > 0, "the resumed range starts after the kept bytes");
+  const victimGets = again.filter((r) => r.path.endsWith(victim.name));
+  assert.equal(victimGets.length, 1, "the cut shard is fetched once more");
+  // Whatever of the cut response reached storage is kept and resumed from (Chromium may drop the
+  // last bytes before the network error, so the kept part can be empty).
+  const kept = before[`${victim.name}.part`]?.size ?? 0;
+  assert.equal(victimGets[0].range, kept > 0 ? `bytes=${kept}-` : null, `the cut shard resumes after the ${kept} kept bytes`);
   assertCacheHolds(await listing(), tiny.manifest);
   assertNoErrors(page);
 });

@@ -9,7 +9,7 @@ import { need, repoRoot } from "./harness.mjs";
 /** The wasm-bindgen glue (`--target web`) under pkg/dist, as a path relative to the repo root. */
 export function wasmGlue() {
   need("pkg/dist", "the wasm build: `bash pkg/build.sh` (crate/web, wasm-bindgen --target web)");
-  const wasm = readdirSync(join(repoRoot, "pkg/dist")).find((f) => f.endsWith("_bg.wasm"));
+  const wasm = readdirSync(join(repoRoot, "pkg/dist"), { recursive: true }).find((f) => f.endsWith("_bg.wasm"));
   if (!wasm) throw new Error("pkg/dist holds no *_bg.wasm: `bash pkg/build.sh` did not finish");
   return need(`pkg/dist/${wasm.slice(0, -"_bg.wasm".length)}.js`, "the wasm-bindgen glue beside the .wasm")
     .slice(repoRoot.length + 1);
@@ -41,8 +41,8 @@ export function cli() {
   return join(repoRoot, "target/debug/qwen3-vl");
 }
 
-/** Shard size of the tiny model's int4 folder: its ~350 KB then make several shards to cache, cut and corrupt. */
-export const shardMiB = 0.1;
+/** Shard size of the tiny model's int4 folder (`qwen3-vl quantize` takes whole MiB, 1 at least). */
+export const shardMiB = 1;
 
 let tiny;
 /**

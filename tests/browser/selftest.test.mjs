@@ -51,21 +51,26 @@ function assertCovers(entries) {
   assert.deepEqual(missing, [], `WGSL files with no selftest entry (entry names must start with the file stem): ${missing}`);
 }
 
-test("selftest(): every WGSL file matches its CPU reference in the page", async () => {
+test("selftest(): wgpu's caps are the fallback profile and every WGSL file matches its CPU reference in the page", { timeout: 600_000 }, async () => {
   const glue = wasmGlue();
   const page = await openPage(browser.context, server.url + "tests/browser/blank.html");
-  const entries = await page.evaluate(async (url) => {
+  const { caps, entries } = await page.evaluate(async (url) => {
     const m = await import(url);
     await m.default();
-    return m.selftest();
+    return { caps: await m.adapterInfo(), entries: await m.selftest() };
   }, server.url + glue);
+  console.log(`wgpu sees: ${JSON.stringify(caps)}`);
+  // What the engine itself will use: the fallback paths, not only what the adapter lists in JS.
+  assert.equal(caps.f16, false, "wgpu reports shader-f16 on SwiftShader");
+  assert.equal(caps.subgroups, false, "wgpu reports subgroups on SwiftShader");
+  assert.equal(caps.limits.maxComputeInvocationsPerWorkgroup, 256);
   console.log(entries.map((e) => `  ${e.ok ? "ok " : "BAD"} ${e.name}: ${e.maxErr.toExponential(2)} (tol ${e.tol})`).join("\n"));
   assertCovers(entries);
   assertNoErrors(page);
   await page.close();
 });
 
-test("selftest(): the same inside a dedicated Worker", async () => {
+test("selftest(): the same inside a dedicated Worker", { timeout: 600_000 }, async () => {
   const glue = wasmGlue();
   const page = await openPage(browser.context, server.url + "tests/browser/blank.html");
   const entries = await page.evaluate(async (url) => {
