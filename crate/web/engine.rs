@@ -60,14 +60,14 @@ impl Engine {
         };
         let progress = match get(&options, "onProgress") {
             p if p.is_undefined() => None,
-            p => Some(Rc::new(Progress::new(p.dyn_into::<Function>().map_err(|_| fail("onProgress must be a function"))?))),
+            p => Some(Rc::new(Progress::new(p.dyn_into::<Function>().map_err(|_| fail("onProgress must be a function"))?, "upload"))),
         };
 
         let gpu = Rc::new(Gpu::new(Profile::Full).await.map_err(fail)?);
         let processor = request::processor(|name| folder.read(name)).map_err(fail)?;
         let model_folder = ModelFolder::load(folder.sources(progress.clone())).map_err(fail)?;
         if let Some(p) = &progress {
-            p.start(model_folder.checkpoint.files().iter().flat_map(|f| f.tensors().values()).map(|t| t.range.end - t.range.start).sum());
+            p.start(super::weight_bytes(&model_folder));
         }
         let model = Rc::new(Qwen3VL::load(&gpu, &model_folder, format).map_err(fail)?);
         let session = Session::new(gpu.clone(), model.clone(), capacity).map_err(fail)?;
