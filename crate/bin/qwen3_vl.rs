@@ -20,12 +20,12 @@ use std::time::Instant;
 
 use qwen3_vl_webgpu::gpu::Gpu;
 use qwen3_vl_webgpu::kernels::quant::Format;
-use qwen3_vl_webgpu::kernels::sample::SampleParams;
 use qwen3_vl_webgpu::model::{open_in, quantized, ModelFolder, Qwen3VL};
 use qwen3_vl_webgpu::runtime::preprocess::decode_image;
+use qwen3_vl_webgpu::runtime::request::{self, ChatOptions, Request, Video};
 use qwen3_vl_webgpu::runtime::{
-    generate, get_rope_index, Content, GenerateOptions, ImageProcessor, Message, Qwen3VLProcessor, RgbImage, Sampling,
-    Session, TextStream, VideoProcessor, VisionInput,
+    generate, get_rope_index, Content, ImageProcessor, Message, Qwen3VLProcessor, RgbImage, Sampling, Session,
+    TextStream, VisionInput,
 };
 
 const USAGE: &str = "usage: qwen3-vl run --model DIR [--image FILE]… [--video DIR --fps F] --prompt TEXT [--system TEXT] \
@@ -137,7 +137,7 @@ fn images(args: &Args, processor: &ImageProcessor) -> Result<Vec<VisionInput>> {
 }
 
 /// A folder of frames (PNG/JPEG, in file-name order) at `fps` frames per second.
-fn video(dir: &Path, fps: f64, processor: &VideoProcessor) -> Result<qwen3_vl_webgpu::runtime::VideoInput> {
+fn video(dir: &Path, fps: f64) -> Result<Video> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| format!("{}: {e}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -148,16 +148,15 @@ fn video(dir: &Path, fps: f64, processor: &VideoProcessor) -> Result<qwen3_vl_we
         .iter()
         .map(|f| decode_image(&read_file(f)?).map_err(|e| format!("{}: {e}", f.display())))
         .collect::<Result<_>>()?;
-    processor.preprocess_all(&frames, Some(fps)).map_err(|e| e.to_string())
+    Ok(Video::Clip { frames, fps })
 }
 
 fn processor(dir: &Path) -> Result<Qwen3VLProcessor> {
-    let mut p = Qwen3VLProcessor::from_tokenizer_json(&read_file(&dir.join("tokenizer.json"))?).map_err(|e| e.to_string())?;
-    p.image_processor = image_processor(dir)?;
-    if let Ok(json) = std::fs::read_to_string(dir.join("video_preprocessor_config.json")) {
-        p.video_processor = VideoProcessor::from_config_json(&json).map_err(|e| e.to_string())?;
-    }
-    Ok(p)
+    request::processor(|name| match dir.join(name) {
+        path if path.is_file() => read_file(&path).map(Some),
+        _ => Ok(None),
+    })
+    .map_err(|e| e.to_string())
 }
 
 fn run(argv: &[String]) -> Result<()> {
@@ -181,11 +180,12 @@ fn run(argv: &[String]) -> Result<()> {
     let text = args.need("--prompt")?.to_string();
     let dir = PathBuf::from(args.need("--model")?);
     let proc = processor(&dir)?;
-    let images = images(&args, &proc.image_processor)?;
+    let images: Vec<RgbImage> =
+        args.all("--image").iter().map(|f| decode_image(&read_file(Path::new(f))?).map_err(|e| format!("{f}: {e}"))).collect::<Result<_>>()?;
     let videos = match args.one("--video") {
         Some(v) => {
             let fps = args.num::<f64>("--fps")?.ok_or("--video needs --fps")?;
-            vec![video(Path::new(v), fps, &proc.video_processor)?]
+            vec![video(Path::new(v), fps)?]
         }
         None => Vec::new(),
     };
@@ -197,38 +197,31 @@ fn run(argv: &[String]) -> Result<()> {
         messages.push(Message::system(s));
     }
     messages.push(Message::user(content));
-    let prompt = proc.prompt(&messages, &images, &videos, true).map_err(|e| e.to_string())?;
+    let options = ChatOptions {
+        max_new_tokens: args.num("--max-new-tokens")?,
+        greedy: args.has("--greedy"),
+        temperature: args.num("--temperature")?,
+        top_k: args.num("--top-k")?,
+        top_p: args.num("--top-p")?,
+        seed: args.num("--seed")?,
+        ..ChatOptions::default()
+    };
 
     let gpu = &gpu()?;
     let (folder, model) = load(&args, gpu)?;
-    let gen = &folder.generation;
-    let sampling = if args.has("--greedy") || !(gen.do_sample || args.has("--temperature")) {
-        Sampling::Greedy
-    } else {
-        Sampling::Sample(SampleParams {
-            temperature: args.num("--temperature")?.unwrap_or(gen.temperature),
-            top_k: args.num("--top-k")?.unwrap_or(gen.top_k as u32),
-            top_p: args.num("--top-p")?.unwrap_or(gen.top_p),
-            repetition_penalty: gen.repetition_penalty,
-            presence_penalty: 0.0,
-            u: 0.0,
-        })
-    };
-    let max_new = args.num("--max-new-tokens")?.unwrap_or(512);
-    let opts = GenerateOptions { max_new_tokens: max_new, sampling, seed: args.num("--seed")?.unwrap_or(0), eos: gen.eos_token_id.clone() };
-    let capacity = prompt.input_ids.len() + max_new + 1;
-    let mut session = Session::new(gpu, &model, capacity).map_err(|e| e.to_string())?;
-    let video_inputs: Vec<VisionInput> = videos.iter().map(|v| v.vision.clone()).collect();
+    let req = Request::new(&proc, &messages, &images, &videos, &options, &folder.generation).map_err(|e| e.to_string())?;
+    let (prompt, opts) = (&req.prompt, &req.options);
+    let mut session = Session::new(gpu, &model, req.capacity()).map_err(|e| e.to_string())?;
 
     let start = Instant::now();
     let logits = session
-        .prefill(&prompt.input_ids, &prompt.rope.position_ids, prompt.rope.rope_delta, &images, &video_inputs, false)
+        .prefill(&prompt.input_ids, &prompt.rope.position_ids, prompt.rope.rope_delta, &req.images, &req.videos, false)
         .map_err(|e| e.to_string())?;
     let mut first: Option<Instant> = None;
     let mut stream = TextStream::new();
     let json = args.has("--json");
     let mut text = String::new();
-    let (ids, stop) = pollster::block_on(generate(&mut session, logits, &opts, |id| {
+    let (ids, stop) = pollster::block_on(generate(&mut session, logits, opts, |id| {
         first.get_or_insert_with(Instant::now);
         if let Ok(delta) = stream.push(id, |ids| proc.decode(ids, true).map_err(|e| qwen3_vl_webgpu::model::ModelError::Input(e.to_string()))) {
             if !json {
@@ -440,11 +433,11 @@ fn bench(argv: &[String]) -> Result<()> {
     }
     // Time to first token for one frame and 32 text tokens, through the session as `run` does.
     drop(state);
-    let mut ids: Vec<u32> = (0..16).map(|_| rng.below(151_000) as u32).collect();
+    let mut ids: Vec<u32> = (0..16).map(|_| rng.below(tc.vocab_size as u64) as u32).collect();
     ids.push(c.vision_start_token_id);
     ids.extend(std::iter::repeat_n(c.image_token_id, image.num_tokens(c.vision_config.spatial_merge_size)));
     ids.push(c.vision_end_token_id);
-    ids.extend((0..16).map(|_| rng.below(151_000) as u32));
+    ids.extend((0..16).map(|_| rng.below(tc.vocab_size as u64) as u32));
     let rope = get_rope_index(&ids, c.image_token_id, c.video_token_id, &[image.grid_thw], &[], c.vision_config.spatial_merge_size).map_err(|e| e.to_string())?;
     let mut session = Session::new(gpu, &model, ids.len() + 1).map_err(|e| e.to_string())?;
     let (_, ttft) = timed(gpu, || {

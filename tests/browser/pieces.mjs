@@ -9,7 +9,7 @@ import { need, repoRoot } from "./harness.mjs";
 /** The wasm-bindgen glue (`--target web`) under pkg/dist, as a path relative to the repo root. */
 export function wasmGlue() {
   need("pkg/dist", "the wasm build: `bash pkg/build.sh` (crate/web, wasm-bindgen --target web)");
-  const wasm = readdirSync(join(repoRoot, "pkg/dist")).find((f) => f.endsWith("_bg.wasm"));
+  const wasm = readdirSync(join(repoRoot, "pkg/dist"), { recursive: true }).find((f) => f.endsWith("_bg.wasm"));
   if (!wasm) throw new Error("pkg/dist holds no *_bg.wasm: `bash pkg/build.sh` did not finish");
   return need(`pkg/dist/${wasm.slice(0, -"_bg.wasm".length)}.js`, "the wasm-bindgen glue beside the .wasm")
     .slice(repoRoot.length + 1);
