@@ -7,7 +7,7 @@
 import { after, before, beforeEach, test } from "node:test";
 import assert from "node:assert/strict";
 import { assertNoErrors, launch, openPage } from "./harness.mjs";
-import { imageFile, packageEntry, tinyModel } from "./pieces.mjs";
+import { imageFile, packageEntry, shardMiB, tinyModel } from "./pieces.mjs";
 import { startServer } from "./server.mjs";
 
 const prompt = "Describe this picture.";
@@ -194,7 +194,7 @@ test("in-browser quantization stores the shards `qwen3-vl quantize` makes and an
   await page.evaluate(() => window.clearCache());
 
   server.resetLog();
-  const quantized = await ask(tiny.dir, { shardMiB: 1 });
+  const quantized = await ask(tiny.dir, { shardMiB });
   assert.ok(quantized.ok, JSON.stringify(quantized.error));
   assert.ok(quantized.phases.includes("quantize"), "the original folder goes through quantize");
   assert.ok(server.requests(tiny.dir).some((r) => r.range), "the safetensors are read by range requests");
@@ -202,7 +202,7 @@ test("in-browser quantization stores the shards `qwen3-vl quantize` makes and an
   assert.deepEqual(quantized.answer.ids, pre.answer.ids, "ids from in-browser quantization differ from pre-quantized shards");
 
   server.resetLog();
-  const cached = await ask(tiny.dir, { shardMiB: 1 });
+  const cached = await ask(tiny.dir, { shardMiB });
   assert.ok(cached.ok, JSON.stringify(cached.error));
   assert.deepEqual(server.requests(tiny.dir).filter((r) => !r.path.endsWith("/manifest.json")).map((r) => r.path), [],
     "the next visit reads the quantized cache only");
