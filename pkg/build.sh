@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the browser package's wasm: the crate for wasm32 (release), then wasm-bindgen's ES
-# module glue (`--target web`) into pkg/dist/ (where pkg/src and the browser tests import it),
+# module glue (`--target web`) into pkg/dist/wasm/ (pkg/src/engine.js imports it from there),
 # then `wasm-opt -Oz` when binaryen is installed. Prints the .wasm's raw and gzip sizes.
 # tests/setup.sh installs wasm-bindgen-cli (pinned to the crate's wasm-bindgen) when missing.
 set -euo pipefail
@@ -17,7 +17,7 @@ else
 fi
 wasm="target/$target/release/qwen3_vl_webgpu.wasm"
 
-out=pkg/dist
+out=pkg/dist/wasm
 rm -rf "$out"
 "$WASM_BINDGEN" --target web --out-dir "$out" "$wasm"
 glue_wasm="$out/qwen3_vl_webgpu_bg.wasm"
@@ -28,5 +28,5 @@ if command -v wasm-opt >/dev/null; then
 fi
 raw=$(stat -c %s "$glue_wasm")
 gz=$(gzip -9 -c "$glue_wasm" | wc -c)
-echo "pkg/dist: $(ls "$out" | tr '\n' ' ')"
+echo "$out: $(ls "$out" | tr '\n' ' ')"
 awk -v f="$glue_wasm" -v r="$raw" -v g="$gz" 'BEGIN { printf "%s: %d bytes (%.2f MiB) raw, %d bytes (%.2f MiB) gzip -9\n", f, r, r / 1048576, g, g / 1048576 }'
