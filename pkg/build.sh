@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds the browser package's wasm: the crate for wasm32 (release), then wasm-bindgen's ES
-# module glue (`--target web`) into pkg/dist/wasm/, then `wasm-opt -Oz` when binaryen is
-# installed. Prints the .wasm's raw and gzip sizes. Installs wasm-bindgen-cli (pinned to the
-# crate's wasm-bindgen) into ~/.cache/qwen3-vl-webgpu when it is missing.
+# module glue (`--target web`) into pkg/dist/wasm/ (pkg/src/engine.js imports it from there),
+# then `wasm-opt -Oz` when binaryen is installed. Prints the .wasm's raw and gzip sizes.
+# tests/setup.sh installs wasm-bindgen-cli (pinned to the crate's wasm-bindgen) when missing.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -28,5 +28,5 @@ if command -v wasm-opt >/dev/null; then
 fi
 raw=$(stat -c %s "$glue_wasm")
 gz=$(gzip -9 -c "$glue_wasm" | wc -c)
-echo "pkg/dist/wasm: $(ls "$out" | tr '\n' ' ')"
+echo "$out: $(ls "$out" | tr '\n' ' ')"
 awk -v f="$glue_wasm" -v r="$raw" -v g="$gz" 'BEGIN { printf "%s: %d bytes (%.2f MiB) raw, %d bytes (%.2f MiB) gzip -9\n", f, r, r / 1048576, g, g / 1048576 }'

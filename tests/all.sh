@@ -17,5 +17,5 @@ echo "wasm32 build: ok"
 
 # The browser face (tests/browser, README "Tests"): the wasm package, then headless Chromium on
 # SwiftShader against it, the package, the demo and the native CLI (built by `cargo test` above).
-if [ -f pkg/build.sh ]; then bash pkg/build.sh; fi
+bash pkg/build.sh
 node tests/browser/run.mjs

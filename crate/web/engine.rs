@@ -60,14 +60,14 @@ impl Engine {
         };
         let progress = match get(&options, "onProgress") {
             p if p.is_undefined() => None,
-            p => Some(Rc::new(Progress::new(p.dyn_into::<Function>().map_err(|_| fail("onProgress must be a function"))?))),
+            p => Some(Rc::new(Progress::new(p.dyn_into::<Function>().map_err(|_| fail("onProgress must be a function"))?, "upload"))),
         };
 
         let gpu = Rc::new(Gpu::new(Profile::Full).await.map_err(fail)?);
         let processor = request::processor(|name| folder.read(name)).map_err(fail)?;
         let model_folder = ModelFolder::load(folder.sources(progress.clone())).map_err(fail)?;
         if let Some(p) = &progress {
-            p.start(model_folder.checkpoint.files().iter().flat_map(|f| f.tensors().values()).map(|t| t.range.end - t.range.start).sum());
+            p.start(super::weight_bytes(&model_folder));
         }
         let model = Rc::new(Qwen3VL::load(&gpu, &model_folder, format).map_err(fail)?);
         let session = Session::new(gpu.clone(), model.clone(), capacity).map_err(fail)?;
@@ -76,13 +76,17 @@ impl Engine {
     }
 
     /// Answers the conversation `messages` (the whole of it each time: the cached prefix is
-    /// reused). `onToken(delta, id)` sees each token's text as it completes; returning `false`
-    /// cancels. Resolves to `{ ids, text, stop, promptTokens, timings }`.
-    pub fn chat(&self, messages: JsValue, options: JsValue, on_token: Function) -> Promise {
+    /// reused). `onToken(delta, id)` (optional) sees each token's text as it completes;
+    /// returning `false` cancels. Resolves to `{ ids, text, stop, promptTokens, timings }`.
+    pub fn chat(&self, messages: JsValue, options: JsValue, on_token: JsValue) -> Promise {
         let inner = self.inner.clone();
         future_to_promise(async move {
+            let on_token = match on_token.is_undefined() || on_token.is_null() {
+                true => None,
+                false => Some(on_token.dyn_into::<Function>().map_err(|_| fail("onToken must be a function"))?),
+            };
             let mut guard = inner.try_borrow_mut().map_err(|_| fail(BUSY))?;
-            chat(&mut guard, &messages, &options, &on_token).await.map_err(JsValue::from)
+            chat(&mut guard, &messages, &options, on_token.as_ref()).await.map_err(JsValue::from)
         })
     }
 
@@ -111,7 +115,7 @@ impl Engine {
     }
 }
 
-async fn chat(inner: &mut Inner, messages: &JsValue, options: &JsValue, on_token: &Function) -> Result<JsValue, JsError> {
+async fn chat(inner: &mut Inner, messages: &JsValue, options: &JsValue, on_token: Option<&Function>) -> Result<JsValue, JsError> {
     let conv = conversation(messages).map_err(fail)?;
     let options = chat_options(options).map_err(fail)?;
     let req = Request::new(&inner.processor, &conv.messages, &conv.images, &conv.videos, &options, &inner.generation).map_err(fail)?;
@@ -134,6 +138,7 @@ async fn chat(inner: &mut Inner, messages: &JsValue, options: &JsValue, on_token
             }
         };
         text += &delta;
+        let Some(on_token) = on_token else { return true };
         match on_token.call2(&JsValue::NULL, &delta.into(), &id.into()) {
             Ok(r) => r.as_bool() != Some(false),
             Err(e) => {

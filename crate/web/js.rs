@@ -72,9 +72,11 @@ pub fn to_js<T: serde::Serialize + ?Sized>(value: &T) -> Result<JsValue, String>
     value.serialize(&serde_wasm_bindgen::Serializer::json_compatible()).map_err(|e| e.to_string())
 }
 
-/// The load's `onProgress({ phase, done, total, file })`, called at most once per MiB read.
+/// `onProgress({ phase, done, total, file })` as a load or a quantization reads the weights,
+/// called at most once per MiB read.
 pub struct Progress {
     callback: Function,
+    phase: &'static str,
     total: Cell<u64>,
     done: Cell<u64>,
     reported: Cell<u64>,
@@ -83,8 +85,8 @@ pub struct Progress {
 const REPORT_EVERY: u64 = 1 << 20;
 
 impl Progress {
-    pub fn new(callback: Function) -> Self {
-        Progress { callback, total: Cell::new(0), done: Cell::new(0), reported: Cell::new(0) }
+    pub fn new(callback: Function, phase: &'static str) -> Self {
+        Progress { callback, phase, total: Cell::new(0), done: Cell::new(0), reported: Cell::new(0) }
     }
 
     /// Starts counting towards `total` bytes.
@@ -105,17 +107,9 @@ impl Progress {
         self.done.set(done);
         if done - self.reported.get() >= REPORT_EVERY || done == total {
             self.reported.set(done);
-            self.report("upload", done, total, Some(file))?;
+            let event = [("phase", self.phase.into()), ("done", (done as f64).into()), ("total", (total as f64).into()), ("file", file.into())];
+            self.callback.call1(&JsValue::NULL, &object(&event)).map_err(|e| format!("onProgress threw: {}", error_message(&e)))?;
         }
-        Ok(())
-    }
-
-    pub fn report(&self, phase: &str, done: u64, total: u64, file: Option<&str>) -> Result<(), String> {
-        let mut event = vec![("phase", phase.into()), ("done", (done as f64).into()), ("total", (total as f64).into())];
-        if let Some(f) = file {
-            event.push(("file", f.into()));
-        }
-        self.callback.call1(&JsValue::NULL, &object(&event)).map_err(|e| format!("onProgress threw: {}", error_message(&e)))?;
         Ok(())
     }
 }

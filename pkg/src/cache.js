@@ -191,28 +191,27 @@ export async function fillCache(dir, baseUrl, manifest, { signal, onProgress } =
     const { quota, usage } = await navigator.storage.estimate();
     if (quota != null && usage != null && quota - usage < need) throw quotaError(need, quota - usage);
 
-    // A few downloads at once; the first failure stops the others (their .part files stay for
-    // the next load to resume).
-    const stop = new AbortController();
-    const both = signal ? AbortSignal.any([signal, stop.signal]) : stop.signal;
+    // A few downloads at once. After a failure no new one starts; those under way finish (or
+    // fail) and stay committed or kept as .part for the next load to resume.
+    let failure = null;
     const queue = [...missing];
     const worker = async () => {
-      for (let entry; (entry = queue.shift()); ) {
-        await download(dir, new URL(entry.name, baseUrl).href, entry, both, (n) => {
+      for (let entry; !failure && (entry = queue.shift()); ) {
+        await download(dir, new URL(entry.name, baseUrl).href, entry, signal, (n) => {
           loaded += n;
           report(entry.name);
         }).catch((e) => {
-          stop.abort(e);
           // estimate() can be far from what the write met (a full disk), so only the need is said.
-          throw isQuotaError(e) ? quotaError(need) : e;
+          failure ??= isQuotaError(e) ? quotaError(need) : e;
         });
       }
     };
-    const results = await Promise.allSettled(Array.from({ length: Math.min(PARALLEL, missing.length) }, worker));
-    const failed = results.find((r) => r.status === "rejected");
-    if (failed) {
+    await Promise.all(Array.from({ length: Math.min(PARALLEL, missing.length) }, worker));
+    if (failure) {
       signal?.throwIfAborted();
-      throw failed.reason;
+      // Out of space: every part is dropped, leaving room and no partial entry.
+      if (isQuotaError(failure)) for (const e of missing) await remove(dir, `${e.name}.part`);
+      throw failure;
     }
   }
   await writeManifest(dir, manifest);
