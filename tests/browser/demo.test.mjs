@@ -32,6 +32,8 @@ async function ready(page) {
 async function ask(page, prompt, what) {
   await page.waitForSelector("#attachments figure canvas");
   await page.evaluate(() => { window.qwenDemo.lastResult = null; });
+  // A short answer: the tiny random model would otherwise run to the page's 512 tokens.
+  await page.fill("#max-tokens", "24");
   await page.fill("#prompt", prompt);
   await page.click("#send");
   // send() moves the state to "generating" synchronously within the click.
