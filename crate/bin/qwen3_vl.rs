@@ -6,7 +6,11 @@
 //!              [--weights q4|f16|f32] [--json]
 //! qwen3-vl logits --model DIR (--prompt TEXT | --input-ids 1,2,3) [--image FILE]… [--weights …] --out FILE.npy
 //! qwen3-vl bench (--model DIR | --synthetic 2b|4b) [--weights q4|f16]
+//! qwen3-vl quantize --model DIR --out DIR [--shard-mib N]
+//! qwen3-vl verify --model DIR
 //! ```
+//!
+//! `--model` takes a Hugging Face folder or a pre-quantized one written by `quantize`.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -16,18 +20,20 @@ use std::time::Instant;
 
 use qwen3_vl_webgpu::gpu::Gpu;
 use qwen3_vl_webgpu::kernels::quant::Format;
-use qwen3_vl_webgpu::kernels::sample::SampleParams;
-use qwen3_vl_webgpu::model::{ModelFolder, Qwen3VL};
+use qwen3_vl_webgpu::model::{open_in, quantized, ModelFolder, Qwen3VL};
 use qwen3_vl_webgpu::runtime::preprocess::decode_image;
+use qwen3_vl_webgpu::runtime::request::{self, ChatOptions, Request, Video};
 use qwen3_vl_webgpu::runtime::{
-    generate, get_rope_index, Content, GenerateOptions, ImageProcessor, Message, Qwen3VLProcessor, RgbImage, Sampling,
-    Session, TextStream, VideoProcessor, VisionInput,
+    generate, get_rope_index, Content, ImageProcessor, Message, Qwen3VLProcessor, RgbImage, Sampling, Session,
+    TextStream, VisionInput,
 };
 
 const USAGE: &str = "usage: qwen3-vl run --model DIR [--image FILE]… [--video DIR --fps F] --prompt TEXT [--system TEXT] \
 [--max-new-tokens N] [--greedy | --temperature T --top-k K --top-p P --seed S] [--weights q4|f16|f32] [--json]
        qwen3-vl logits --model DIR (--prompt TEXT | --input-ids 1,2,3) [--image FILE]… [--weights q4|f16|f32] --out FILE.npy
-       qwen3-vl bench (--model DIR | --synthetic 2b|4b) [--weights q4|f16]";
+       qwen3-vl bench (--model DIR | --synthetic 2b|4b) [--weights q4|f16]
+       qwen3-vl quantize --model DIR --out DIR [--shard-mib N]
+       qwen3-vl verify --model DIR";
 
 type Result<T> = std::result::Result<T, String>;
 
@@ -75,6 +81,8 @@ fn main() -> ExitCode {
         Some("run") => run(&argv[1..]),
         Some("logits") => logits(&argv[1..]),
         Some("bench") => bench(&argv[1..]),
+        Some("quantize") => quantize(&argv[1..]),
+        Some("verify") => verify(&argv[1..]),
         _ => Err(USAGE.to_string()),
     };
     match result {
@@ -129,7 +137,7 @@ fn images(args: &Args, processor: &ImageProcessor) -> Result<Vec<VisionInput>> {
 }
 
 /// A folder of frames (PNG/JPEG, in file-name order) at `fps` frames per second.
-fn video(dir: &Path, fps: f64, processor: &VideoProcessor) -> Result<qwen3_vl_webgpu::runtime::VideoInput> {
+fn video(dir: &Path, fps: f64) -> Result<Video> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| format!("{}: {e}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -140,16 +148,15 @@ fn video(dir: &Path, fps: f64, processor: &VideoProcessor) -> Result<qwen3_vl_we
         .iter()
         .map(|f| decode_image(&read_file(f)?).map_err(|e| format!("{}: {e}", f.display())))
         .collect::<Result<_>>()?;
-    processor.preprocess_all(&frames, Some(fps)).map_err(|e| e.to_string())
+    Ok(Video::Clip { frames, fps })
 }
 
 fn processor(dir: &Path) -> Result<Qwen3VLProcessor> {
-    let mut p = Qwen3VLProcessor::from_tokenizer_json(&read_file(&dir.join("tokenizer.json"))?).map_err(|e| e.to_string())?;
-    p.image_processor = image_processor(dir)?;
-    if let Ok(json) = std::fs::read_to_string(dir.join("video_preprocessor_config.json")) {
-        p.video_processor = VideoProcessor::from_config_json(&json).map_err(|e| e.to_string())?;
-    }
-    Ok(p)
+    request::processor(|name| match dir.join(name) {
+        path if path.is_file() => read_file(&path).map(Some),
+        _ => Ok(None),
+    })
+    .map_err(|e| e.to_string())
 }
 
 fn run(argv: &[String]) -> Result<()> {
@@ -173,11 +180,12 @@ fn run(argv: &[String]) -> Result<()> {
     let text = args.need("--prompt")?.to_string();
     let dir = PathBuf::from(args.need("--model")?);
     let proc = processor(&dir)?;
-    let images = images(&args, &proc.image_processor)?;
+    let images: Vec<RgbImage> =
+        args.all("--image").iter().map(|f| decode_image(&read_file(Path::new(f))?).map_err(|e| format!("{f}: {e}"))).collect::<Result<_>>()?;
     let videos = match args.one("--video") {
         Some(v) => {
             let fps = args.num::<f64>("--fps")?.ok_or("--video needs --fps")?;
-            vec![video(Path::new(v), fps, &proc.video_processor)?]
+            vec![video(Path::new(v), fps)?]
         }
         None => Vec::new(),
     };
@@ -189,38 +197,31 @@ fn run(argv: &[String]) -> Result<()> {
         messages.push(Message::system(s));
     }
     messages.push(Message::user(content));
-    let prompt = proc.prompt(&messages, &images, &videos, true).map_err(|e| e.to_string())?;
+    let options = ChatOptions {
+        max_new_tokens: args.num("--max-new-tokens")?,
+        greedy: args.has("--greedy"),
+        temperature: args.num("--temperature")?,
+        top_k: args.num("--top-k")?,
+        top_p: args.num("--top-p")?,
+        seed: args.num("--seed")?,
+        ..ChatOptions::default()
+    };
 
     let gpu = &gpu()?;
     let (folder, model) = load(&args, gpu)?;
-    let gen = &folder.generation;
-    let sampling = if args.has("--greedy") || !(gen.do_sample || args.has("--temperature")) {
-        Sampling::Greedy
-    } else {
-        Sampling::Sample(SampleParams {
-            temperature: args.num("--temperature")?.unwrap_or(gen.temperature),
-            top_k: args.num("--top-k")?.unwrap_or(gen.top_k as u32),
-            top_p: args.num("--top-p")?.unwrap_or(gen.top_p),
-            repetition_penalty: gen.repetition_penalty,
-            presence_penalty: 0.0,
-            u: 0.0,
-        })
-    };
-    let max_new = args.num("--max-new-tokens")?.unwrap_or(512);
-    let opts = GenerateOptions { max_new_tokens: max_new, sampling, seed: args.num("--seed")?.unwrap_or(0), eos: gen.eos_token_id.clone() };
-    let capacity = prompt.input_ids.len() + max_new + 1;
-    let mut session = Session::new(gpu, &model, capacity).map_err(|e| e.to_string())?;
-    let video_inputs: Vec<VisionInput> = videos.iter().map(|v| v.vision.clone()).collect();
+    let req = Request::new(&proc, &messages, &images, &videos, &options, &folder.generation).map_err(|e| e.to_string())?;
+    let (prompt, opts) = (&req.prompt, &req.options);
+    let mut session = Session::new(gpu, &model, req.capacity()).map_err(|e| e.to_string())?;
 
     let start = Instant::now();
     let logits = session
-        .prefill(&prompt.input_ids, &prompt.rope.position_ids, prompt.rope.rope_delta, &images, &video_inputs, false)
+        .prefill(&prompt.input_ids, &prompt.rope.position_ids, prompt.rope.rope_delta, &req.images, &req.videos, false)
         .map_err(|e| e.to_string())?;
     let mut first: Option<Instant> = None;
     let mut stream = TextStream::new();
     let json = args.has("--json");
     let mut text = String::new();
-    let (ids, stop) = pollster::block_on(generate(&mut session, logits, &opts, |id| {
+    let (ids, stop) = pollster::block_on(generate(&mut session, logits, opts, |id| {
         first.get_or_insert_with(Instant::now);
         if let Ok(delta) = stream.push(id, |ids| proc.decode(ids, true).map_err(|e| qwen3_vl_webgpu::model::ModelError::Input(e.to_string()))) {
             if !json {
@@ -310,6 +311,43 @@ fn logits(argv: &[String]) -> Result<()> {
     write_npy(&out, &values, &logits.shape)
 }
 
+/// Writes the pre-quantized int4 folder (model::quantized) and prints one summary line.
+fn quantize(argv: &[String]) -> Result<()> {
+    let args = Args::parse(argv, &[("--model", true, false), ("--out", true, false), ("--shard-mib", true, false)])?;
+    let dir = PathBuf::from(args.need("--model")?);
+    let out = PathBuf::from(args.need("--out")?);
+    let mib = args.num::<usize>("--shard-mib")?.unwrap_or(quantized::DEFAULT_SHARD_MIB);
+    if mib == 0 || mib > 2048 {
+        return Err(format!("--shard-mib: expected 1 to 2048, not {mib}"));
+    }
+    if out.join(quantized::MANIFEST).exists() || dir.canonicalize().ok() == out.canonicalize().ok() {
+        return Err(format!("{}: refusing to write over a model folder", out.display()));
+    }
+    std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let start = Instant::now();
+    let manifest = quantized::write(open_in(&dir), mib << 20, |name, bytes| std::fs::write(out.join(name), bytes)).map_err(|e| e.to_string())?;
+    let folder = ModelFolder::open(&out).map_err(|e| e.to_string())?;
+    let tensors = qwen3_vl_webgpu::model::expected_tensors(&folder.config).len();
+    println!(
+        "{}: {tensors} tensors, {} bytes in {} shards + {} files, {:.1} s",
+        out.display(),
+        manifest.total_bytes,
+        manifest.shards.len(),
+        manifest.files.len(),
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Checks a pre-quantized folder's files and shards against its manifest's sizes and sha256.
+fn verify(argv: &[String]) -> Result<()> {
+    let args = Args::parse(argv, &[("--model", true, false)])?;
+    let dir = PathBuf::from(args.need("--model")?);
+    let m = quantized::verify(open_in(&dir)).map_err(|e| e.to_string())?;
+    println!("{}: {} shards and {} files match manifest.json ({} bytes)", dir.display(), m.shards.len(), m.files.len(), m.total_bytes);
+    Ok(())
+}
+
 /// A little-endian f32 `.npy` (format 1.0), C order.
 fn write_npy(path: &Path, values: &[f32], shape: &[usize]) -> Result<()> {
     let dims: Vec<String> = shape.iter().map(usize::to_string).collect();
@@ -395,11 +433,11 @@ fn bench(argv: &[String]) -> Result<()> {
     }
     // Time to first token for one frame and 32 text tokens, through the session as `run` does.
     drop(state);
-    let mut ids: Vec<u32> = (0..16).map(|_| rng.below(151_000) as u32).collect();
+    let mut ids: Vec<u32> = (0..16).map(|_| rng.below(tc.vocab_size as u64) as u32).collect();
     ids.push(c.vision_start_token_id);
     ids.extend(std::iter::repeat_n(c.image_token_id, image.num_tokens(c.vision_config.spatial_merge_size)));
     ids.push(c.vision_end_token_id);
-    ids.extend((0..16).map(|_| rng.below(151_000) as u32));
+    ids.extend((0..16).map(|_| rng.below(tc.vocab_size as u64) as u32));
     let rope = get_rope_index(&ids, c.image_token_id, c.video_token_id, &[image.grid_thw], &[], c.vision_config.spatial_merge_size).map_err(|e| e.to_string())?;
     let mut session = Session::new(gpu, &model, ids.len() + 1).map_err(|e| e.to_string())?;
     let (_, ttft) = timed(gpu, || {

@@ -13,6 +13,7 @@ pub mod norm;
 pub mod quant;
 pub mod rope;
 pub mod sample;
+pub mod selftest;
 
 use crate::gpu::{Gpu, KernelKey};
 

@@ -74,16 +74,32 @@ impl Matrix {
         max_part_bytes: Option<u64>,
         mut fetch: impl FnMut(Range<usize>) -> Result<Vec<f32>, E>,
     ) -> Result<Matrix, E> {
-        let limit = max_part_bytes.unwrap_or(u64::MAX).min(gpu.caps.max_binding());
-        let row_bytes = 4 * format.row_words(k) as u64;
-        let mut parts = Vec::new();
-        for rows in row_chunks(n, row_bytes, limit)? {
+        Self::upload_encoded(gpu, n, k, format, max_part_bytes, |rows| {
             let w = fetch(rows.clone())?;
             assert_eq!(w.len(), rows.len() * k, "rows {rows:?} of a [{n}, {k}] matrix");
-            let (data, scales) = encode(&w, k, format);
-            let data = gpu.upload_u32(&data, &[rows.len(), format.row_words(k)])?;
+            Ok(encode(&w, k, format))
+        })
+    }
+
+    /// Like [`Matrix::upload_rows`] for rows already in `format` (a pre-quantized model folder):
+    /// `fetch` gives one part's `data` and `scales` words as [`encode`] lays them out.
+    pub fn upload_encoded<E: From<GpuError>>(
+        gpu: &Gpu,
+        n: usize,
+        k: usize,
+        format: Format,
+        max_part_bytes: Option<u64>,
+        mut fetch: impl FnMut(Range<usize>) -> Result<(Vec<u32>, Vec<u32>), E>,
+    ) -> Result<Matrix, E> {
+        let limit = max_part_bytes.unwrap_or(u64::MAX).min(gpu.caps.max_binding());
+        let (row_words, scale_words) = (format.row_words(k), format.scale_words(k));
+        let mut parts = Vec::new();
+        for rows in row_chunks(n, 4 * row_words as u64, limit)? {
+            let (data, scales) = fetch(rows.clone())?;
+            assert_eq!((data.len(), scales.len()), (rows.len() * row_words, rows.len() * scale_words), "rows {rows:?} of a [{n}, {k}] {format:?} matrix");
+            let data = gpu.upload_u32(&data, &[rows.len(), row_words])?;
             let scales = match format {
-                Format::Q4 => Some(gpu.upload_u32(&scales, &[rows.len(), format.scale_words(k)])?),
+                Format::Q4 => Some(gpu.upload_u32(&scales, &[rows.len(), scale_words])?),
                 _ => None,
             };
             parts.push(Part { rows, data, scales });

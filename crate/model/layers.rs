@@ -24,8 +24,8 @@ impl Linear {
     /// (the patch embedding's Conv3d, whose stride equals its kernel, is such a Linear).
     pub fn load_shaped(gpu: &Gpu, w: &Weights, name: &str, shape: &[usize], bias: bool, format: Format) -> Result<Linear, ModelError> {
         let w = w.pp(name);
-        let (n, k) = (shape[0], shape[1..].iter().product());
-        let weight = Matrix::upload_rows(gpu, n, k, format, None, |rows| Ok::<_, ModelError>(w.rows("weight", shape, rows)?))?;
+        let n = shape[0];
+        let weight = load_matrix(gpu, &w, "weight", shape, format)?;
         let bias = if bias { Some(gpu.upload_f32(&w.get("bias", &[n])?, &[n])?) } else { None };
         Ok(Linear { weight, bias })
     }
@@ -34,17 +34,20 @@ impl Linear {
     /// (gate_proj | up_proj): one pass over x and one dispatch instead of several.
     pub fn load_fused(gpu: &Gpu, w: &Weights, names: &[&str], ns: &[usize], k: usize, format: Format) -> Result<Linear, ModelError> {
         let n: usize = ns.iter().sum();
-        let weight = Matrix::upload_rows(gpu, n, k, format, None, |rows| {
-            let mut out = Vec::with_capacity(rows.len() * k);
+        // Encoding is per row, so the fused rows are the parts' encoded rows one after another.
+        let weight = Matrix::upload_encoded(gpu, n, k, format, None, |rows| {
+            let (mut data, mut scales) = (Vec::new(), Vec::new());
             let mut start = 0;
             for (name, &ni) in names.iter().zip(ns) {
                 let r = rows.start.max(start)..rows.end.min(start + ni);
                 if r.start < r.end {
-                    out.extend(w.rows(&format!("{name}.weight"), &[ni, k], r.start - start..r.end - start)?);
+                    let (d, s) = w.encoded_rows(&format!("{name}.weight"), &[ni, k], r.start - start..r.end - start, format)?;
+                    data.extend(d);
+                    scales.extend(s);
                 }
                 start += ni;
             }
-            Ok::<_, ModelError>(out)
+            Ok::<_, ModelError>((data, scales))
         })?;
         Ok(Linear { weight, bias: None })
     }
@@ -62,6 +65,13 @@ impl Linear {
     pub fn forward_acc(&self, enc: &mut Encoder, x: &Tensor, y: &Tensor) {
         matmul_acc(enc, x, &self.weight, self.bias.as_ref(), y);
     }
+}
+
+/// The matrix `name` (logical `shape`, flattened to `[shape[0], rest]`) in `format`, one
+/// binding-sized part at a time, from f32 or from a pre-quantized folder's stored words.
+pub fn load_matrix(gpu: &Gpu, w: &Weights, name: &str, shape: &[usize], format: Format) -> Result<Matrix, ModelError> {
+    let (n, k) = (shape[0], shape[1..].iter().product());
+    Matrix::upload_encoded(gpu, n, k, format, None, |rows| Ok::<_, ModelError>(w.encoded_rows(name, shape, rows, format)?))
 }
 
 /// `nn.LayerNorm` with weight and bias (the ViT's eps is 1e-6).

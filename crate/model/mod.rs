@@ -18,6 +18,7 @@
 
 pub mod config;
 mod layers;
+pub mod quantized;
 mod qwen3_vl;
 pub mod synthetic;
 pub mod safetensors;
@@ -28,11 +29,12 @@ pub mod weights;
 use std::ops::Range;
 
 pub use config::{GenerationConfig, PreprocessorConfig, Qwen3VLConfig, Qwen3VLTextConfig, Qwen3VLVisionConfig, Rope};
-pub use safetensors::{Checkpoint, Dtype, FileSource, MemSource, SafetensorsFile, Source, TensorInfo};
+pub use quantized::Manifest;
+pub use safetensors::{Checkpoint, ConcatSource, Dtype, FileSource, MemSource, SafetensorsFile, Source, TensorInfo};
 pub use qwen3_vl::Qwen3VL;
 pub use text::{TextModel, TextState, VisualInput};
 pub use vision::{VisionModel, VisionOutput};
-pub use weights::{expected_tensors, validate, Report, Weights};
+pub use weights::{expected_tensors, is_matrix, validate, Report, Weights};
 
 /// Anything that can stop a model from loading or running: a bad folder, a GPU limit, or an
 /// input that does not fit the model.
@@ -77,6 +79,13 @@ pub enum LoadError {
     Shape { file: String, tensor: String, expected: Vec<usize>, actual: Vec<usize> },
     #[error("{file}: rows {rows:?} of tensor `{tensor}` (shape {shape:?}) are out of range")]
     Rows { file: String, tensor: String, shape: Vec<usize>, rows: Range<usize> },
+    /// A pre-quantized folder's file disagrees with its `manifest.json`, or the manifest is
+    /// not one this version reads.
+    #[error("{file}: {reason} (manifest.json)")]
+    Manifest { file: String, reason: String },
+    /// Weights stored pre-quantized cannot become another format.
+    #[error("the folder holds pre-quantized int4 weights, which load only as Q4, not {requested:?}: use the original folder for that")]
+    StoredFormat { requested: crate::kernels::quant::Format },
 }
 
 pub(crate) fn io_err(file: &str) -> impl FnOnce(std::io::Error) -> LoadError + '_ {
@@ -98,17 +107,13 @@ pub struct ModelFolder {
 impl ModelFolder {
     /// Opens a folder on disk (native; on wasm32 use [`ModelFolder::load`]).
     pub fn open(dir: &std::path::Path) -> Result<Self, LoadError> {
-        Self::load(|name| {
-            let path = dir.join(name);
-            if !path.is_file() {
-                return Ok(None);
-            }
-            Ok(Some(Box::new(FileSource::open(&path)?) as Box<dyn Source>))
-        })
+        Self::load(open_in(dir))
     }
 
     /// Loads through `open(file name)`, which gives the file's bytes or `None` when the folder
-    /// has no such file: a browser passes Blobs, OPFS handles or HTTP ranges here.
+    /// has no such file: a browser passes Blobs, OPFS handles or HTTP ranges here. A folder with
+    /// a `manifest.json` is a pre-quantized one ([`quantized`]): its shards, checked against the
+    /// manifest's sizes, are read as one safetensors file.
     pub fn load(mut open: impl FnMut(&str) -> Result<Option<Box<dyn Source>>, LoadError>) -> Result<Self, LoadError> {
         let mut text = |name: &str| -> Result<Option<String>, LoadError> {
             open(name)?.map(|src| safetensors::read_text(src.as_ref(), name)).transpose()
@@ -126,13 +131,15 @@ impl ModelFolder {
         if let Some(p) = &preprocessor {
             p.check_against(&config.vision_config)?;
         }
+        let manifest = text(quantized::MANIFEST)?.map(|s| Manifest::from_json(&s)).transpose()?;
         let index = text(safetensors::INDEX)?;
-        let checkpoint = match index {
-            Some(index) => Checkpoint::from_index(&index, safetensors::INDEX, |shard| {
+        let checkpoint = match (manifest, index) {
+            (Some(manifest), _) => quantized::checkpoint(&manifest, &mut open)?,
+            (None, Some(index)) => Checkpoint::from_index(&index, safetensors::INDEX, |shard| {
                 let src = open(shard)?.ok_or_else(|| missing_file(shard))?;
                 SafetensorsFile::parse(shard, src)
             })?,
-            None => {
+            (None, None) => {
                 let src = open(safetensors::SINGLE)?.ok_or_else(|| missing_file(safetensors::SINGLE))?;
                 Checkpoint::from_files(vec![SafetensorsFile::parse(safetensors::SINGLE, src)?])?
             }
@@ -141,6 +148,17 @@ impl ModelFolder {
     }
 }
 
-fn missing_file(name: &str) -> LoadError {
+/// The `open` callback of [`ModelFolder::load`] for a folder on disk.
+pub fn open_in(dir: &std::path::Path) -> impl FnMut(&str) -> Result<Option<Box<dyn Source>>, LoadError> + '_ {
+    move |name| {
+        let path = dir.join(name);
+        if !path.is_file() {
+            return Ok(None);
+        }
+        Ok(Some(Box::new(FileSource::open(&path)?) as Box<dyn Source>))
+    }
+}
+
+pub(crate) fn missing_file(name: &str) -> LoadError {
     LoadError::Io { file: name.to_string(), source: std::io::ErrorKind::NotFound.into() }
 }

@@ -6,7 +6,8 @@ use crate::kernels::quant::Format;
 
 use super::text::TextModel;
 use super::vision::VisionModel;
-use super::{validate, ModelError, ModelFolder, Qwen3VLConfig, Weights};
+use super::quantized::is_quantized;
+use super::{validate, LoadError, ModelError, ModelFolder, Qwen3VLConfig, Weights};
 
 pub struct Qwen3VL {
     pub config: Qwen3VLConfig,
@@ -17,9 +18,13 @@ pub struct Qwen3VL {
 
 impl Qwen3VL {
     /// Checks every tensor against the config, then uploads: large matrices in `format`,
-    /// norms, biases and the position table in f32 (small, and exact).
+    /// norms, biases and the position table in f32 (small, and exact). A pre-quantized folder
+    /// loads only as `Format::Q4`, its int4 words uploaded as stored.
     pub fn load(gpu: &Gpu, folder: &ModelFolder, format: Format) -> Result<Self, ModelError> {
         let config = folder.config.clone();
+        if format != Format::Q4 && is_quantized(&folder.checkpoint) {
+            return Err(LoadError::StoredFormat { requested: format }.into());
+        }
         validate(&config, &folder.checkpoint)?;
         let w = Weights::new(&folder.checkpoint);
         let visual = VisionModel::load(gpu, &w.pp("model.visual"), &config.vision_config, format)?;

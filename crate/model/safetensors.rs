@@ -80,15 +80,61 @@ impl Source for MemSource {
     }
 }
 
-/// The whole of a small file (a JSON config or index) as UTF-8 text.
-pub(crate) fn read_text(src: &dyn Source, file: &str) -> Result<String, LoadError> {
-    let invalid = |e: String| LoadError::Io { file: file.into(), source: std::io::Error::other(e) };
+/// Shards of one file, concatenated in order: the pre-quantized folder's `weights-*.bin`
+/// (`model::quantized`). A read failing inside a shard names that shard.
+pub struct ConcatSource {
+    parts: Vec<(String, Box<dyn Source>)>,
+    /// Where each part starts, and the total length last.
+    starts: Vec<u64>,
+}
+
+impl ConcatSource {
+    pub fn new(parts: Vec<(String, Box<dyn Source>)>) -> Self {
+        let mut starts = vec![0];
+        for (_, p) in &parts {
+            starts.push(starts.last().unwrap() + p.len());
+        }
+        ConcatSource { parts, starts }
+    }
+}
+
+impl Source for ConcatSource {
+    fn len(&self) -> u64 {
+        *self.starts.last().unwrap()
+    }
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        if offset.checked_add(buf.len() as u64).is_none_or(|end| end > self.len()) {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        let (mut at, mut done) = (offset, 0);
+        while done < buf.len() {
+            // The last part starting at or before `at` (empty parts are skipped by `<=`).
+            let i = self.starts.partition_point(|&s| s <= at) - 1;
+            let (name, part) = &self.parts[i];
+            let step = ((self.starts[i + 1] - at) as usize).min(buf.len() - done);
+            part.read_at(at - self.starts[i], &mut buf[done..done + step])
+                .map_err(|e| std::io::Error::new(e.kind(), format!("{name}: {e}")))?;
+            (at, done) = (at + step as u64, done + step);
+        }
+        Ok(())
+    }
+}
+
+/// The whole of a small file (a JSON config, an index, a tokenizer).
+pub(crate) fn read_bytes(src: &dyn Source, file: &str) -> Result<Vec<u8>, LoadError> {
     if src.len() > MAX_TEXT {
-        return Err(invalid(format!("{} bytes is too large for a JSON file of a model folder", src.len())));
+        let e = format!("{} bytes is too large for a JSON file of a model folder", src.len());
+        return Err(LoadError::Io { file: file.into(), source: std::io::Error::other(e) });
     }
     let mut bytes = vec![0; src.len() as usize];
     src.read_at(0, &mut bytes).map_err(io_err(file))?;
-    String::from_utf8(bytes).map_err(|e| invalid(e.to_string()))
+    Ok(bytes)
+}
+
+/// [`read_bytes`] as UTF-8 text.
+pub(crate) fn read_text(src: &dyn Source, file: &str) -> Result<String, LoadError> {
+    String::from_utf8(read_bytes(src, file)?)
+        .map_err(|e| LoadError::Io { file: file.into(), source: std::io::Error::other(e.to_string()) })
 }
 
 /// Element types the safetensors format defines.
@@ -111,27 +157,33 @@ pub enum Dtype {
     U64,
 }
 
+/// The names the format gives its dtypes.
+const DTYPE_NAMES: [(&str, Dtype); 15] = [
+    ("BOOL", Dtype::Bool),
+    ("U8", Dtype::U8),
+    ("I8", Dtype::I8),
+    ("F8_E5M2", Dtype::F8E5M2),
+    ("F8_E4M3", Dtype::F8E4M3),
+    ("I16", Dtype::I16),
+    ("U16", Dtype::U16),
+    ("F16", Dtype::F16),
+    ("BF16", Dtype::BF16),
+    ("I32", Dtype::I32),
+    ("U32", Dtype::U32),
+    ("F32", Dtype::F32),
+    ("F64", Dtype::F64),
+    ("I64", Dtype::I64),
+    ("U64", Dtype::U64),
+];
+
 impl Dtype {
     fn parse(s: &str) -> Option<Dtype> {
-        use Dtype::*;
-        Some(match s {
-            "BOOL" => Bool,
-            "U8" => U8,
-            "I8" => I8,
-            "F8_E5M2" => F8E5M2,
-            "F8_E4M3" => F8E4M3,
-            "I16" => I16,
-            "U16" => U16,
-            "F16" => F16,
-            "BF16" => BF16,
-            "I32" => I32,
-            "U32" => U32,
-            "F32" => F32,
-            "F64" => F64,
-            "I64" => I64,
-            "U64" => U64,
-            _ => return None,
-        })
+        DTYPE_NAMES.iter().find(|(n, _)| *n == s).map(|&(_, d)| d)
+    }
+
+    /// The header's spelling (`"BF16"`).
+    pub fn name(self) -> &'static str {
+        DTYPE_NAMES.iter().find(|(_, d)| *d == self).map(|(n, _)| *n).expect("every dtype is named")
     }
 
     pub fn size(self) -> usize {
@@ -249,6 +301,21 @@ impl SafetensorsFile {
 
     /// Rows `rows` (along the first dimension) as f32, without reading the rest.
     pub fn rows_f32(&self, tensor: &str, rows: Range<usize>) -> Result<Vec<f32>, LoadError> {
+        let (info, elems) = self.row_elems(tensor, rows)?;
+        self.read_f32(tensor, info, elems)
+    }
+
+    /// Rows `rows` as their stored little-endian bytes.
+    pub fn rows_bytes(&self, tensor: &str, rows: Range<usize>) -> Result<Vec<u8>, LoadError> {
+        let (info, elems) = self.row_elems(tensor, rows)?;
+        let size = info.dtype.size() as u64;
+        let mut bytes = vec![0; elems.len() * size as usize];
+        self.source.read_at(info.range.start + elems.start as u64 * size, &mut bytes).map_err(io_err(&self.name))?;
+        Ok(bytes)
+    }
+
+    /// The element range of rows `rows`, checked against the tensor's first dimension.
+    fn row_elems(&self, tensor: &str, rows: Range<usize>) -> Result<(&TensorInfo, Range<usize>), LoadError> {
         let info = self.info(tensor)?;
         if !matches!(info.shape.first(), Some(&n) if rows.start <= rows.end && rows.end <= n) {
             return Err(LoadError::Rows {
@@ -259,7 +326,7 @@ impl SafetensorsFile {
             });
         }
         let row: usize = info.shape[1..].iter().product();
-        self.read_f32(tensor, info, rows.start * row..rows.end * row)
+        Ok((info, rows.start * row..rows.end * row))
     }
 
     /// The raw little-endian bytes of the tensor, as stored.

@@ -10,7 +10,7 @@ use crate::kernels::matmul::matmul;
 use crate::kernels::quant::{Format, Matrix};
 use crate::kernels::rope::{apply_rope, mrope_table};
 
-use super::layers::{Linear, RmsNorm};
+use super::layers::{load_matrix, Linear, RmsNorm};
 use super::{ModelError, Qwen3VLTextConfig, Weights};
 
 struct DecoderLayer {
@@ -58,7 +58,7 @@ impl TextModel {
         let (qd, kvd, eps) = (c.num_attention_heads * d, c.num_key_value_heads * d, c.rms_norm_eps as f32);
         let vocab = c.vocab_size;
         let emb = lm.pp("embed_tokens");
-        let embed_tokens = Matrix::upload_rows(gpu, vocab, h, format, None, |r| Ok::<_, ModelError>(emb.rows("weight", &[vocab, h], r)?))?;
+        let embed_tokens = load_matrix(gpu, &emb, "weight", &[vocab, h], format)?;
         let layers = (0..c.num_hidden_layers)
             .map(|i| {
                 let l = lm.pp(format_args!("layers.{i}"));
@@ -81,7 +81,7 @@ impl TextModel {
         let lm_head = if tied {
             None
         } else {
-            Some(Matrix::upload_rows(gpu, vocab, h, format, None, |r| Ok::<_, ModelError>(w.rows("lm_head.weight", &[vocab, h], r)?))?)
+            Some(load_matrix(gpu, w, "lm_head.weight", &[vocab, h], format)?)
         };
         Ok(TextModel { config: c.clone(), embed_tokens, layers, norm, lm_head })
     }

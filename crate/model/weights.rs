@@ -8,6 +8,9 @@ use std::collections::HashSet;
 use std::fmt::Display;
 use std::ops::Range;
 
+use crate::kernels::quant::{encode, Format};
+
+use super::quantized::stored_q4;
 use super::{Checkpoint, LoadError, Qwen3VLConfig, SafetensorsFile, TensorInfo};
 
 /// A view of a checkpoint under a module-path prefix.
@@ -59,6 +62,25 @@ impl<'a> Weights<'a> {
         let (file, _) = self.info(name, shape)?;
         file.rows_f32(&self.path(name), rows)
     }
+
+    /// Rows `rows` of the matrix `name` (logical `shape`, flattened to `[shape[0], rest]`)
+    /// encoded in `format` (`data` and `scales` words): read as stored when the folder is
+    /// pre-quantized, else read as f32 and encoded.
+    pub fn encoded_rows(&self, name: &str, shape: &[usize], rows: Range<usize>, format: Format) -> Result<(Vec<u32>, Vec<u32>), LoadError> {
+        let path = self.path(name);
+        match stored_q4(self.checkpoint, &path, shape)? {
+            Some(q4) if format == Format::Q4 => q4.rows(rows),
+            Some(_) => Err(LoadError::StoredFormat { requested: format }),
+            None => Ok(encode(&self.rows(name, shape, rows)?, shape[1..].iter().product(), format)),
+        }
+    }
+}
+
+/// Whether the model uploads `name` as a weight matrix in the chosen GPU format (int4 by
+/// default): every Linear weight, the patch embedding, `embed_tokens` and `lm_head`. The rest
+/// (norms, biases, the position-embedding table) stays f32.
+pub fn is_matrix(name: &str, shape: &[usize]) -> bool {
+    shape.len() >= 2 && !name.ends_with("pos_embed.weight")
 }
 
 fn check_shape(file: &SafetensorsFile, tensor: &str, info: &TensorInfo, shape: &[usize]) -> Result<(), LoadError> {
@@ -159,11 +181,20 @@ pub struct Report {
 }
 
 /// Checks that every tensor `config` implies is in `checkpoint` with its shape and a float
-/// dtype; the first that is not is the error. Extra tensors are listed, not errors.
+/// dtype (or, in a pre-quantized folder, a matrix as int4 words of that logical shape); the first
+/// that is not is the error. Extra tensors are listed, not errors.
 pub fn validate(config: &Qwen3VLConfig, checkpoint: &Checkpoint) -> Result<Report, LoadError> {
     let expected = expected_tensors(config);
     let mut parameters = 0u64;
+    let mut known: HashSet<String> = HashSet::new();
     for (name, shape) in &expected {
+        parameters += shape.iter().product::<usize>() as u64;
+        if is_matrix(name, shape) {
+            if let Some(q4) = stored_q4(checkpoint, name, shape)? {
+                known.extend(q4.tensor_names());
+                continue;
+            }
+        }
         let (file, info) = checkpoint.find(name)?;
         check_shape(file, name, info, shape)?;
         if !info.dtype.is_float() {
@@ -174,10 +205,9 @@ pub fn validate(config: &Qwen3VLConfig, checkpoint: &Checkpoint) -> Result<Repor
                 reason: "which cannot be read as f32",
             });
         }
-        parameters += info.numel() as u64;
+        known.insert(name.clone());
     }
-    let known: HashSet<&str> = expected.iter().map(|(n, _)| n.as_str()).collect();
-    let mut unexpected: Vec<String> = checkpoint.names().filter(|n| !known.contains(n)).map(String::from).collect();
+    let mut unexpected: Vec<String> = checkpoint.names().filter(|n| !known.contains(*n)).map(String::from).collect();
     unexpected.sort();
     Ok(Report { tensors: expected.len(), parameters, unexpected })
 }

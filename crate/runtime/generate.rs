@@ -1,7 +1,10 @@
 //! The generation loop: choose a token, stream its text, stop on eos, the token budget or
 //! cancellation, feed it back.
 
-use crate::model::ModelError;
+use std::ops::Deref;
+
+use crate::gpu::Gpu;
+use crate::model::{ModelError, Qwen3VL};
 use crate::testing::Rng;
 
 use super::session::{Sampling, Session};
@@ -57,8 +60,8 @@ pub enum Stop {
 
 /// Generates from `logits` (the prefill's) until a stop; `on_token` gets each id and returns
 /// false to cancel. Returns the generated ids (the eos included) and why it stopped.
-pub async fn generate(
-    session: &mut Session<'_>,
+pub async fn generate<G: Deref<Target = Gpu>, M: Deref<Target = Qwen3VL>>(
+    session: &mut Session<G, M>,
     logits: crate::gpu::Tensor,
     opts: &GenerateOptions,
     mut on_token: impl FnMut(u32) -> bool,

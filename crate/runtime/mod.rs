@@ -3,11 +3,12 @@
 //! token ids through the chat template and tokenizer ([`chat`]), and the M-RoPE position ids of
 //! that prompt ([`rope_index`]). Each mirrors the transformers code it is named after. On the GPU:
 //! a conversation's KV cache, prefill and decode ([`session`]) and the generation loop
-//! ([`generate`]).
+//! ([`generate`]). [`request`] prepares one chat request from all of these for every face.
 
 pub mod chat;
 pub mod generate;
 pub mod preprocess;
+pub mod request;
 pub mod resize;
 pub mod rope_index;
 pub mod session;
@@ -44,4 +45,6 @@ pub enum RuntimeError {
     MissingToken(String),
     #[error("vision placeholders: {0}")]
     Placeholders(String),
+    #[error("{0}")]
+    Options(String),
 }

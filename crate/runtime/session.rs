@@ -1,15 +1,19 @@
 //! A conversation on the GPU: the KV cache, the tokens it holds, prefill of new turns (the
 //! vision tower only for the new images), decode steps, and token selection.
 
+use std::ops::Deref;
+
 use crate::gpu::{DType, Encoder, Gpu, Tensor};
 use crate::kernels::quant::Format;
 use crate::kernels::sample::{argmax, sample, seen_words, History, SampleParams};
 use crate::model::{ModelError, Qwen3VL, TextState, VisualInput};
 use crate::runtime::VisionInput;
 
-pub struct Session<'m> {
-    gpu: &'m Gpu,
-    model: &'m Qwen3VL,
+/// `G` and `M` are handles to the device and the model: plain references natively, `Rc`s where
+/// the session must own them (the browser's `Engine` outlives any borrow).
+pub struct Session<G, M> {
+    gpu: G,
+    model: M,
     state: TextState,
     /// The tokens whose keys and values are in the cache, in order.
     tokens: Vec<u32>,
@@ -30,22 +34,22 @@ pub enum Sampling {
     Sample(SampleParams),
 }
 
-impl<'m> Session<'m> {
+impl<G: Deref<Target = Gpu>, M: Deref<Target = Qwen3VL>> Session<G, M> {
     /// A session whose cache holds up to `capacity` tokens: f32 with f32 weights (the
     /// exact-parity path), packed f16 otherwise.
-    pub fn new(gpu: &'m Gpu, model: &'m Qwen3VL, capacity: usize) -> Result<Self, ModelError> {
+    pub fn new(gpu: G, model: M, capacity: usize) -> Result<Self, ModelError> {
         let vocab = model.config.text_config.vocab_size;
         let kv = if model.format == Format::F32 { DType::F32 } else { DType::F16 };
         Ok(Session {
-            gpu,
-            model,
-            state: model.language_model.new_state(gpu, capacity, kv)?,
-            tokens: Vec::new(),
-            answer_start: 0,
-            rope_delta: 0,
+            state: model.language_model.new_state(&gpu, capacity, kv)?,
             history: gpu.empty(DType::U32, &[capacity])?,
             seen: gpu.empty(DType::U32, &[seen_words(vocab)])?,
             picked: gpu.empty(DType::U32, &[1])?,
+            gpu,
+            model,
+            tokens: Vec::new(),
+            answer_start: 0,
+            rope_delta: 0,
         })
     }
 
@@ -114,7 +118,7 @@ impl<'m> Session<'m> {
         let rows_of = |id: u32| new.iter().enumerate().filter(move |(_, &t)| t == id).map(|(i, _)| i as u32);
         let pos: Vec<u32> = rows_of(c.image_token_id).chain(rows_of(c.video_token_id)).collect();
         let rows: Vec<[u32; 3]> = (past..input_ids.len()).map(|i| [positions[0][i], positions[1][i], positions[2][i]]).collect();
-        let gpu = self.gpu;
+        let gpu = &*self.gpu;
         let mut enc = Encoder::new(gpu);
         let visual = if run.is_empty() {
             None
@@ -141,7 +145,7 @@ impl<'m> Session<'m> {
         let past = self.tokens.len();
         // Decode positions continue on all three axes from the prompt's rope delta.
         let p = (past as i64 + self.rope_delta) as u32;
-        let mut enc = Encoder::new(self.gpu);
+        let mut enc = Encoder::new(&self.gpu);
         let logits = self.run(&mut enc, &[token], &[[p, p, p]], past, None, false)?;
         enc.submit();
         self.tokens.push(token);
@@ -155,7 +159,7 @@ impl<'m> Session<'m> {
     /// Chooses the next token from the last row of `logits` on the GPU and reads back only it.
     /// `u` is the uniform random number for sampling (ignored when greedy).
     pub async fn choose(&self, logits: &Tensor, sampling: &Sampling, u: f32) -> Result<u32, ModelError> {
-        let gpu = self.gpu;
+        let gpu = &*self.gpu;
         let row = logits.shape[0] - 1;
         let mut enc = Encoder::new(gpu);
         match sampling {

@@ -205,13 +205,21 @@ pub fn video_smart_resize(
 /// a multiple of `merge_size` (the temporal patch) by repeating the last, then the mean of the
 /// first and last time of each group.
 pub fn calculate_timestamps(indices: &[usize], video_fps: f64, merge_size: usize) -> Vec<f64> {
-    let mut idx = indices.to_vec();
-    if let Some(&last) = idx.last() {
-        while !idx.len().is_multiple_of(merge_size) {
-            idx.push(last);
+    let times: Vec<f64> = indices.iter().map(|&i| i as f64 / video_fps).collect();
+    patch_timestamps(&times, merge_size)
+}
+
+/// The time of each temporal patch from the times of its frames (seconds), as
+/// [`calculate_timestamps`] does: padded by repeating the last, then the mean of each group's
+/// first and last. For callers that sampled the frames themselves (the browser).
+pub fn patch_timestamps(times: &[f64], merge_size: usize) -> Vec<f64> {
+    let mut t = times.to_vec();
+    if let Some(&last) = t.last() {
+        while !t.len().is_multiple_of(merge_size) {
+            t.push(last);
         }
     }
-    idx.chunks(merge_size).map(|g| (g[0] as f64 / video_fps + g[g.len() - 1] as f64 / video_fps) / 2.0).collect()
+    t.chunks(merge_size).map(|g| (g[0] + g[g.len() - 1]) / 2.0).collect()
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 use qwen3_vl_webgpu::gpu::{DType, Encoder, Gpu, Tensor};
 use qwen3_vl_webgpu::kernels::attention::*;
-use qwen3_vl_webgpu::testing::{assert_close, f16_round, Rng};
+use qwen3_vl_webgpu::testing::{assert_close, filled_cache, Rng, AMP};
 
 use crate::gpus;
 
@@ -13,40 +13,6 @@ use crate::gpus;
 // while an off-by-one key or a lost rescale shows up far above it.
 const TOL: f32 = 1e-5;
 
-/// q and k amplitude: scores then spread over several units, so the softmax is far from
-/// uniform and the output does not shrink to the mean of v over long contexts.
-const AMP: f32 = 2.0;
-
-/// A cache of `dtype` whose every word is NaN, then `len` random positions appended in two
-/// steps; returns it with the k and v (`[len, kv_heads, d]`) the kernels will read: rounded
-/// to f16 for an f16 cache.
-fn filled_cache(gpu: &Gpu, rng: &mut Rng, kv_heads: usize, d: usize, len: usize, dtype: DType) -> (KvCache, Vec<f32>, Vec<f32>) {
-    // Spare capacity: positions past `len` hold NaN and must never be read.
-    let cache = KvCache::new(gpu, kv_heads, len + 3, d, dtype).unwrap();
-    for t in [&cache.k, &cache.v] {
-        gpu.queue.write_buffer(&t.buffer, 0, &vec![0xFF; t.bytes() as usize]);
-    }
-    let (k, v) = (rng.vec(len * kv_heads * d, AMP), rng.vec(len * kv_heads * d, 1.0));
-    let first = len / 3;
-    let mut enc = Encoder::new(gpu);
-    let mut keep = Vec::new();
-    for range in [0..first, first..len] {
-        if range.is_empty() {
-            continue;
-        }
-        let shape = [range.len(), kv_heads, d];
-        let slice = |x: &[f32]| x[range.start * kv_heads * d..range.end * kv_heads * d].to_vec();
-        let (gk, gv) = (gpu.upload_f32(&slice(&k), &shape).unwrap(), gpu.upload_f32(&slice(&v), &shape).unwrap());
-        kv_append(&mut enc, &cache, &gk, &gv, range.start);
-        keep.push((gk, gv));
-    }
-    enc.submit();
-    match dtype {
-        DType::F16 => (cache, f16_round(&k), f16_round(&v)),
-        _ => (cache, k, v),
-    }
-}
-
 fn read(gpu: &Gpu, t: &Tensor) -> Vec<f32> {
     gpu.read_f32_blocking(t).unwrap()
 }
@@ -56,7 +22,7 @@ fn kv_append_writes_head_major_f16_and_f32() {
     let mut rng = Rng::new(10);
     for gpu in gpus() {
         for (&(kv_heads, d, len), dtype) in [(1, 8, 1), (3, 16, 7), (8, 128, 5)].iter().flat_map(|c| [(c, DType::F16), (c, DType::F32)]) {
-            let (cache, k, v) = filled_cache(gpu, &mut rng, kv_heads, d, len, dtype);
+            let (cache, k, v) = filled_cache(gpu, &mut rng, kv_heads, d, len, dtype).unwrap();
             for (t, want) in [(&cache.k, &k), (&cache.v, &v)] {
                 let got = read(gpu, t);
                 for h in 0..kv_heads {
@@ -103,7 +69,7 @@ fn check_causal(name: &str, seed: u64, cases: &[(usize, usize, usize, usize, usi
     let mut rng = Rng::new(seed);
     for gpu in gpus() {
         for (&(q_heads, kv_heads, d, t, past), dtype) in cache_kinds(cases) {
-            let (cache, k, v) = filled_cache(gpu, &mut rng, kv_heads, d, past + t, dtype);
+            let (cache, k, v) = filled_cache(gpu, &mut rng, kv_heads, d, past + t, dtype).unwrap();
             let q = rng.vec(t * q_heads * d, AMP);
             let gq = gpu.upload_f32(&q, &[t, q_heads, d]).unwrap();
             let out = gpu.poisoned(DType::F32, &[t, q_heads * d]).unwrap();

@@ -12,6 +12,7 @@ mod norm;
 mod quant;
 mod rope;
 mod sample;
+mod selftest;
 
 use std::sync::OnceLock;
 

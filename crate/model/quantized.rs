@@ -1,0 +1,346 @@
+//! The pre-quantized int4 folder that `qwen3-vl quantize` writes and the browser streams:
+//!
+//! ```text
+//! manifest.json                         format, version, every file and shard with bytes and sha256
+//! config.json, tokenizer.json, …        copied verbatim (COPIED, when present)
+//! weights-00000.bin, weights-00001.bin  shards of at most `shard_bytes`
+//! ```
+//!
+//! The shards, concatenated in order, are one safetensors file (read through a
+//! [`ConcatSource`]); shards are plain byte ranges, so downloading, hashing and resuming treat
+//! them alike. Every weight matrix ([`is_matrix`]) is stored as two U32 tensors in the
+//! `kernels::quant` int4 layout, `{name}.q4_data` `[n, row_words]` and `{name}.q4_scales`
+//! `[n, scale_words]`, with its logical shape in the header's `__metadata__` under its own name
+//! (so shapes are still checked against config.json); the other tensors (norms, biases,
+//! pos_embed) keep their source dtype and bytes. Loading with `Format::Q4` uploads the stored
+//! words as they are: the same bits as quantising the original folder on load.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::kernels::quant::Format;
+
+use super::safetensors::{read_bytes, read_text};
+use super::{
+    expected_tensors, io_err, is_matrix, missing_file, validate, Checkpoint, ConcatSource, Dtype, LoadError, ModelFolder,
+    SafetensorsFile, Source, Weights,
+};
+
+pub const MANIFEST: &str = "manifest.json";
+pub const FORMAT: &str = "qwen3-vl-webgpu";
+pub const VERSION: u32 = 1;
+pub const DEFAULT_SHARD_MIB: usize = 32;
+/// The folder's files copied verbatim when present (config.json always is).
+pub const COPIED: [&str; 7] = [
+    "config.json",
+    "generation_config.json",
+    "preprocessor_config.json",
+    "video_preprocessor_config.json",
+    "tokenizer.json",
+    "chat_template.json",
+    "chat_template.jinja",
+];
+const DATA: &str = "q4_data";
+const SCALES: &str = "q4_scales";
+/// The `__metadata__` key that marks the shards' safetensors as ours, with the weight format.
+const WEIGHTS_KEY: &str = "qwen3-vl-webgpu.weights";
+/// f32 values read per step when quantising a matrix (4 MiB), bounding memory for the embedding.
+const BLOCK: usize = 1 << 20;
+/// Bytes hashed per read when verifying.
+const HASH_CHUNK: usize = 1 << 20;
+
+/// One file of the folder.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub name: String,
+    pub bytes: u64,
+    /// Lower-case hex.
+    pub sha256: String,
+}
+
+/// `manifest.json`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: String,
+    pub version: u32,
+    /// `"q4"`.
+    pub weights: String,
+    /// The copied files, in [`COPIED`] order.
+    pub files: Vec<Entry>,
+    /// The shards, in concatenation order.
+    pub shards: Vec<Entry>,
+    /// Bytes of every file and shard together (what a download fetches besides the manifest).
+    pub total_bytes: u64,
+}
+
+impl Manifest {
+    /// Parses and checks a manifest: our format and version, plain file names.
+    pub fn from_json(json: &str) -> Result<Self, LoadError> {
+        let m: Manifest = serde_json::from_str(json).map_err(|source| LoadError::Json { file: MANIFEST.into(), source })?;
+        if (m.format.as_str(), m.version, m.weights.as_str()) != (FORMAT, VERSION, "q4") {
+            let reason = format!("is format {:?} version {} weights {:?}; this reader knows {FORMAT:?} version {VERSION} weights \"q4\"", m.format, m.version, m.weights);
+            return Err(manifest_err(MANIFEST, reason));
+        }
+        for e in m.files.iter().chain(&m.shards) {
+            // Files live beside the manifest: a path would let a download escape the folder.
+            if e.name.is_empty() || e.name.contains(['/', '\\']) || e.name == ".." || e.name == MANIFEST {
+                return Err(manifest_err(&e.name, "is not a file name the folder may hold".into()));
+            }
+        }
+        if m.shards.is_empty() {
+            return Err(manifest_err(MANIFEST, "lists no shards".into()));
+        }
+        let sum: u64 = m.files.iter().chain(&m.shards).map(|e| e.bytes).sum();
+        if sum != m.total_bytes {
+            return Err(manifest_err(MANIFEST, format!("says total_bytes {}, its entries add up to {sum}", m.total_bytes)));
+        }
+        Ok(m)
+    }
+}
+
+fn manifest_err(file: &str, reason: String) -> LoadError {
+    LoadError::Manifest { file: file.into(), reason }
+}
+
+fn hex(digest: &[u8]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The checkpoint of a pre-quantized folder: its shards, each of the size the manifest gives,
+/// read as one safetensors file marked as ours.
+pub(crate) fn checkpoint(
+    manifest: &Manifest,
+    mut open: impl FnMut(&str) -> Result<Option<Box<dyn Source>>, LoadError>,
+) -> Result<Checkpoint, LoadError> {
+    let mut parts = Vec::with_capacity(manifest.shards.len());
+    for e in &manifest.shards {
+        let src = open(&e.name)?.ok_or_else(|| missing_file(&e.name))?;
+        if src.len() != e.bytes {
+            return Err(manifest_err(&e.name, format!("has {} bytes, the manifest says {}", src.len(), e.bytes)));
+        }
+        parts.push((e.name.clone(), src));
+    }
+    let name = match manifest.shards.as_slice() {
+        [one] => one.name.clone(),
+        [first, .., last] => format!("{}…{}", first.name, last.name),
+        [] => unreachable!("Manifest::from_json refuses a manifest without shards"),
+    };
+    let file = SafetensorsFile::parse(&name, Box::new(ConcatSource::new(parts)))?;
+    if file.metadata.get(WEIGHTS_KEY).map(String::as_str) != Some("q4") {
+        return Err(manifest_err(&name, format!("the shards' safetensors header lacks the `{WEIGHTS_KEY}: q4` mark")));
+    }
+    Checkpoint::from_files(vec![file])
+}
+
+/// A matrix stored as int4 words in a pre-quantized checkpoint.
+pub(crate) struct StoredQ4<'a> {
+    file: &'a SafetensorsFile,
+    data: String,
+    scales: String,
+}
+
+impl StoredQ4<'_> {
+    /// The `data` and `scales` words of rows `rows`.
+    pub(crate) fn rows(&self, rows: Range<usize>) -> Result<(Vec<u32>, Vec<u32>), LoadError> {
+        let words = |b: Vec<u8>| b.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        Ok((words(self.file.rows_bytes(&self.data, rows.clone())?), words(self.file.rows_bytes(&self.scales, rows)?)))
+    }
+
+    pub(crate) fn tensor_names(&self) -> [String; 2] {
+        [self.data.clone(), self.scales.clone()]
+    }
+}
+
+/// The int4 form of matrix `name` when the checkpoint stores it so (`None` otherwise), checked
+/// against `shape`, the logical shape the config implies.
+pub(crate) fn stored_q4<'a>(checkpoint: &'a Checkpoint, name: &str, shape: &[usize]) -> Result<Option<StoredQ4<'a>>, LoadError> {
+    let data = format!("{name}.{DATA}");
+    let Ok((file, data_info)) = checkpoint.find(&data) else {
+        return Ok(None);
+    };
+    let scales = format!("{name}.{SCALES}");
+    let (_, scales_info) = checkpoint.find(&scales)?;
+    let stored: Option<Vec<usize>> = file.metadata.get(name).and_then(|v| serde_json::from_str(v).ok());
+    let shape_err = |tensor: &str, expected: Vec<usize>, actual: Vec<usize>| LoadError::Shape { file: file.name.clone(), tensor: tensor.into(), expected, actual };
+    if stored.as_deref() != Some(shape) {
+        return Err(shape_err(name, shape.to_vec(), stored.unwrap_or_default()));
+    }
+    let (n, k) = (shape[0], shape[1..].iter().product::<usize>());
+    for (tensor, info, words) in [(&data, data_info, Format::Q4.row_words(k)), (&scales, scales_info, Format::Q4.scale_words(k))] {
+        if info.dtype != Dtype::U32 {
+            return Err(LoadError::Dtype { file: file.name.clone(), tensor: tensor.clone(), dtype: format!("{:?}", info.dtype), reason: "where int4 words must be U32" });
+        }
+        if info.shape != [n, words] {
+            return Err(shape_err(tensor, vec![n, words], info.shape.clone()));
+        }
+    }
+    Ok(Some(StoredQ4 { file, data, scales }))
+}
+
+/// Whether a checkpoint is a pre-quantized folder's (whose matrices load only as int4).
+pub fn is_quantized(checkpoint: &Checkpoint) -> bool {
+    checkpoint.files().iter().any(|f| f.metadata.contains_key(WEIGHTS_KEY))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum QuantizeError {
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error("writing {file}: {source}")]
+    Write { file: String, source: std::io::Error },
+    #[error("shards must hold at least one byte")]
+    ShardSize,
+}
+
+/// Collects the safetensors byte stream into shards of `shard_bytes`, hashing and handing each
+/// to the sink when full: memory holds one shard.
+struct Shards<S> {
+    shard_bytes: usize,
+    buf: Vec<u8>,
+    done: Vec<Entry>,
+    sink: S,
+}
+
+impl<S: FnMut(&str, &[u8]) -> std::io::Result<()>> Shards<S> {
+    fn push(&mut self, mut bytes: &[u8]) -> Result<(), QuantizeError> {
+        while !bytes.is_empty() {
+            let take = (self.shard_bytes - self.buf.len()).min(bytes.len());
+            self.buf.extend_from_slice(&bytes[..take]);
+            bytes = &bytes[take..];
+            if self.buf.len() == self.shard_bytes {
+                self.flush()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), QuantizeError> {
+        let name = format!("weights-{:05}.bin", self.done.len());
+        (self.sink)(&name, &self.buf).map_err(|source| QuantizeError::Write { file: name.clone(), source })?;
+        self.done.push(Entry { name, bytes: self.buf.len() as u64, sha256: hex(&Sha256::digest(&self.buf)) });
+        self.buf.clear();
+        Ok(())
+    }
+}
+
+/// How one expected tensor is written.
+enum Item {
+    /// A matrix quantised to int4: its name and logical shape.
+    Q4(String, Vec<usize>),
+    /// Copied as stored.
+    Raw(String),
+}
+
+/// Quantises the model folder read through `open` (as [`ModelFolder::load`] takes it) into the
+/// pre-quantized format: `sink(name, bytes)` receives each copied file, then each shard in
+/// order (at most `shard_bytes`), then `manifest.json` last, so a folder with a manifest is
+/// complete. Streams one row block at a time: memory holds one shard, one block of f32 rows and
+/// one matrix's scales (1/8 of its int4 data). Only the tensors the model uses are written.
+pub fn write(
+    mut open: impl FnMut(&str) -> Result<Option<Box<dyn Source>>, LoadError>,
+    shard_bytes: usize,
+    mut sink: impl FnMut(&str, &[u8]) -> std::io::Result<()>,
+) -> Result<Manifest, QuantizeError> {
+    if shard_bytes == 0 {
+        return Err(QuantizeError::ShardSize);
+    }
+    let folder = ModelFolder::load(&mut open)?;
+    validate(&folder.config, &folder.checkpoint)?;
+
+    let mut files = Vec::new();
+    for name in COPIED {
+        if let Some(src) = open(name)? {
+            let bytes = read_bytes(src.as_ref(), name)?;
+            sink(name, &bytes).map_err(|source| QuantizeError::Write { file: name.into(), source })?;
+            files.push(Entry { name: name.into(), bytes: bytes.len() as u64, sha256: hex(&Sha256::digest(&bytes)) });
+        }
+    }
+
+    // The header: every tensor's place in the data, in module order.
+    let checkpoint = &folder.checkpoint;
+    let mut header = serde_json::Map::new();
+    let mut metadata = BTreeMap::from([(WEIGHTS_KEY.to_string(), "q4".to_string())]);
+    let mut items = Vec::new();
+    let mut at = 0u64;
+    let mut entry = |name: String, dtype: Dtype, shape: Vec<usize>| {
+        let bytes = (dtype.size() * shape.iter().product::<usize>()) as u64;
+        header.insert(name, serde_json::json!({"dtype": dtype.name(), "shape": shape, "data_offsets": [at, at + bytes]}));
+        at += bytes;
+    };
+    for (name, shape) in expected_tensors(&folder.config) {
+        if is_matrix(&name, &shape) {
+            let (n, k) = (shape[0], shape[1..].iter().product::<usize>());
+            entry(format!("{name}.{DATA}"), Dtype::U32, vec![n, Format::Q4.row_words(k)]);
+            entry(format!("{name}.{SCALES}"), Dtype::U32, vec![n, Format::Q4.scale_words(k)]);
+            metadata.insert(name.clone(), serde_json::to_string(&shape).expect("a shape is JSON"));
+            items.push(Item::Q4(name, shape));
+        } else {
+            let (_, info) = checkpoint.find(&name)?;
+            entry(name.clone(), info.dtype, shape);
+            items.push(Item::Raw(name));
+        }
+    }
+    header.insert("__metadata__".into(), serde_json::to_value(&metadata).expect("strings are JSON"));
+    let mut json = serde_json::to_vec(&header).expect("a JSON map");
+    // Padded with spaces to 8 bytes, as the reference writer does.
+    json.resize(json.len().next_multiple_of(8), b' ');
+
+    let mut shards = Shards { shard_bytes, buf: Vec::with_capacity(shard_bytes.min(64 << 20)), done: Vec::new(), sink: &mut sink };
+    shards.push(&(json.len() as u64).to_le_bytes())?;
+    shards.push(&json)?;
+    let w = Weights::new(checkpoint);
+    let as_bytes = |words: &[u32]| words.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+    for item in items {
+        match item {
+            Item::Q4(name, shape) => {
+                let (n, k) = (shape[0], shape[1..].iter().product::<usize>());
+                let step = (BLOCK / k.max(1)).max(1);
+                let mut scales = Vec::with_capacity(n * Format::Q4.scale_words(k));
+                for start in (0..n).step_by(step) {
+                    let (data, s) = w.encoded_rows(&name, &shape, start..(start + step).min(n), Format::Q4)?;
+                    shards.push(&as_bytes(&data))?;
+                    scales.extend(s);
+                }
+                shards.push(&as_bytes(&scales))?;
+            }
+            Item::Raw(name) => shards.push(&checkpoint.find(&name)?.0.tensor_bytes(&name)?)?,
+        }
+    }
+    if !shards.buf.is_empty() {
+        shards.flush()?;
+    }
+    let shards = shards.done;
+    let total_bytes = files.iter().chain(&shards).map(|e| e.bytes).sum();
+    let manifest = Manifest { format: FORMAT.into(), version: VERSION, weights: "q4".into(), files, shards, total_bytes };
+    let json = serde_json::to_vec_pretty(&manifest).expect("a manifest is JSON");
+    sink(MANIFEST, &json).map_err(|source| QuantizeError::Write { file: MANIFEST.into(), source })?;
+    Ok(manifest)
+}
+
+/// Checks every file and shard `manifest.json` lists against its size and sha256, reading
+/// through `open` as [`ModelFolder::load`] does; the first that differs is the error, named.
+pub fn verify(mut open: impl FnMut(&str) -> Result<Option<Box<dyn Source>>, LoadError>) -> Result<Manifest, LoadError> {
+    let src = open(MANIFEST)?.ok_or_else(|| missing_file(MANIFEST))?;
+    let manifest = Manifest::from_json(&read_text(src.as_ref(), MANIFEST)?)?;
+    let mut buf = vec![0; HASH_CHUNK];
+    for e in manifest.files.iter().chain(&manifest.shards) {
+        let src = open(&e.name)?.ok_or_else(|| missing_file(&e.name))?;
+        if src.len() != e.bytes {
+            return Err(manifest_err(&e.name, format!("has {} bytes, the manifest says {}", src.len(), e.bytes)));
+        }
+        let mut hash = Sha256::new();
+        for at in (0..e.bytes).step_by(HASH_CHUNK) {
+            let n = (e.bytes - at).min(HASH_CHUNK as u64) as usize;
+            src.read_at(at, &mut buf[..n]).map_err(io_err(&e.name))?;
+            hash.update(&buf[..n]);
+        }
+        let got = hex(&hash.finalize());
+        if got != e.sha256 {
+            return Err(manifest_err(&e.name, format!("has sha256 {got}, the manifest says {}", e.sha256)));
+        }
+    }
+    Ok(manifest)
+}

@@ -1,0 +1,147 @@
+//! One chat request, prepared the same way by every face (the CLI's `run`, the browser's
+//! `Engine::chat`): the processor read from the model folder, decoded pixels → vision inputs,
+//! the conversation → prompt ids and M-RoPE positions, and the caller's options over
+//! generation_config.json's defaults. Same inputs ⇒ same ids, by construction.
+
+use crate::kernels::sample::SampleParams;
+use crate::model::GenerationConfig;
+
+use super::video::patch_timestamps;
+use super::{
+    GenerateOptions, ImageProcessor, Message, Prompt, Qwen3VLProcessor, RgbImage, RuntimeError, Sampling, VideoInput,
+    VideoProcessor, VisionInput,
+};
+
+/// New tokens when the caller names no limit.
+pub const DEFAULT_MAX_NEW_TOKENS: usize = 512;
+
+/// Reads the tokenizer and the image/video processor configs of a model folder through
+/// `read(file name)` (`None`: the folder has no such file). Without `preprocessor_config.json`
+/// the Qwen3-VL defaults apply.
+pub fn processor<E: std::fmt::Display>(
+    mut read: impl FnMut(&str) -> Result<Option<Vec<u8>>, E>,
+) -> Result<Qwen3VLProcessor, RuntimeError> {
+    let mut read_text = |name: &str| -> Result<Option<String>, RuntimeError> {
+        let bytes = read(name).map_err(|e| RuntimeError::Config(format!("{name}: {e}")))?;
+        bytes.map(|b| String::from_utf8(b).map_err(|e| RuntimeError::Config(format!("{name}: {e}")))).transpose()
+    };
+    let tokenizer = read_text("tokenizer.json")?.ok_or_else(|| RuntimeError::Tokenizer("the model folder has no tokenizer.json".into()))?;
+    let mut p = Qwen3VLProcessor::from_tokenizer_json(tokenizer.as_bytes())?;
+    if let Some(json) = read_text("preprocessor_config.json")? {
+        p.image_processor = ImageProcessor::from_config_json(&json)?;
+    }
+    if let Some(json) = read_text("video_preprocessor_config.json")? {
+        p.video_processor = VideoProcessor::from_config_json(&json)?;
+    }
+    Ok(p)
+}
+
+/// A video as a face receives it.
+pub enum Video {
+    /// Every decoded frame of a clip at `fps` frames per second: sampled as transformers does.
+    Clip { frames: Vec<RgbImage>, fps: f64 },
+    /// Frames the caller already chose, each with its time in seconds.
+    Frames { frames: Vec<RgbImage>, timestamps: Vec<f64> },
+}
+
+impl Video {
+    fn preprocess(&self, p: &VideoProcessor) -> Result<VideoInput, RuntimeError> {
+        match self {
+            Video::Clip { frames, fps } => p.preprocess_all(frames, Some(*fps)),
+            Video::Frames { frames, timestamps } => {
+                if timestamps.len() != frames.len() || timestamps.iter().any(|t| !t.is_finite()) {
+                    return Err(RuntimeError::Video(format!(
+                        "{} frames need as many finite timestamps, not {:?}",
+                        frames.len(),
+                        timestamps
+                    )));
+                }
+                let indices: Vec<usize> = (0..frames.len()).collect();
+                let mut v = p.preprocess(frames, &indices, None)?;
+                v.timestamps = patch_timestamps(timestamps, p.spec.temporal_patch_size);
+                Ok(v)
+            }
+        }
+    }
+}
+
+/// What the caller may override; `None` takes generation_config.json's value. Deserializes
+/// from the browser's camelCase options object, refusing unknown keys.
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct ChatOptions {
+    pub max_new_tokens: Option<usize>,
+    /// Greedy even when generation_config.json samples.
+    pub greedy: bool,
+    pub temperature: Option<f32>,
+    pub top_k: Option<u32>,
+    pub top_p: Option<f32>,
+    pub repetition_penalty: Option<f32>,
+    pub presence_penalty: Option<f32>,
+    pub seed: Option<u64>,
+}
+
+impl ChatOptions {
+    /// Greedy when asked, or when neither generation_config.json nor the caller's temperature
+    /// asks for sampling; eos from generation_config.json. Out-of-range values are errors.
+    pub fn generate_options(&self, gen: &GenerationConfig) -> Result<GenerateOptions, RuntimeError> {
+        let check = |name: &str, v: f32, ok: bool| match ok && v.is_finite() {
+            true => Ok(v),
+            false => Err(RuntimeError::Options(format!("{name} {v} is out of range"))),
+        };
+        let sampling = if self.greedy || !(gen.do_sample || self.temperature.is_some()) {
+            Sampling::Greedy
+        } else {
+            let temperature = self.temperature.unwrap_or(gen.temperature);
+            let top_p = self.top_p.unwrap_or(gen.top_p);
+            let repetition_penalty = self.repetition_penalty.unwrap_or(gen.repetition_penalty);
+            let presence_penalty = self.presence_penalty.unwrap_or(0.0);
+            Sampling::Sample(SampleParams {
+                temperature: check("temperature", temperature, temperature > 0.0)?,
+                top_k: self.top_k.unwrap_or(gen.top_k as u32),
+                top_p: check("topP", top_p, top_p > 0.0 && top_p <= 1.0)?,
+                repetition_penalty: check("repetitionPenalty", repetition_penalty, repetition_penalty > 0.0)?,
+                presence_penalty: check("presencePenalty", presence_penalty, true)?,
+                u: 0.0,
+            })
+        };
+        Ok(GenerateOptions {
+            max_new_tokens: self.max_new_tokens.unwrap_or(DEFAULT_MAX_NEW_TOKENS),
+            sampling,
+            seed: self.seed.unwrap_or(0),
+            eos: gen.eos_token_id.clone(),
+        })
+    }
+}
+
+/// A request ready for `Session::prefill` and `generate`.
+pub struct Request {
+    pub prompt: Prompt,
+    pub images: Vec<VisionInput>,
+    pub videos: Vec<VisionInput>,
+    pub options: GenerateOptions,
+}
+
+impl Request {
+    /// `messages`' image and video parts are `images` and `videos`, in order; the prompt ends
+    /// with the assistant's generation prompt.
+    pub fn new(
+        proc: &Qwen3VLProcessor,
+        messages: &[Message],
+        images: &[RgbImage],
+        videos: &[Video],
+        options: &ChatOptions,
+        generation: &GenerationConfig,
+    ) -> Result<Request, RuntimeError> {
+        let options = options.generate_options(generation)?;
+        let images: Vec<VisionInput> = images.iter().map(|i| proc.image_processor.preprocess(i)).collect::<Result<_, _>>()?;
+        let videos: Vec<VideoInput> = videos.iter().map(|v| v.preprocess(&proc.video_processor)).collect::<Result<_, _>>()?;
+        let prompt = proc.prompt(messages, &images, &videos, true)?;
+        Ok(Request { prompt, images, videos: videos.into_iter().map(|v| v.vision).collect(), options })
+    }
+
+    /// Cache positions the request needs: the prompt, then every new token but the last.
+    pub fn capacity(&self) -> usize {
+        self.prompt.input_ids.len() + self.options.max_new_tokens + 1
+    }
+}
