@@ -219,7 +219,7 @@ fn q_rows(rg: u32, k: u32, half: u32) -> mat4x4<f32> {
 
 // Whether key j is in each row's range [lo, hi).
 fn sees(j: u32, lo: vec4<u32>, hi: vec4<u32>) -> vec4<bool> {
-    return vec4<u32>(j) >= lo & vec4<u32>(j) < hi;
+    return (vec4<u32>(j) >= lo) & (vec4<u32>(j) < hi);
 }
 
 @compute @workgroup_size(PWG)

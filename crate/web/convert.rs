@@ -93,5 +93,8 @@ pub fn chat_options(value: &JsValue) -> Result<ChatOptions, String> {
     if value.is_null() || value.is_undefined() {
         return Ok(ChatOptions::default());
     }
-    serde_wasm_bindgen::from_value(value.clone()).map_err(|e| format!("chat options: {e}"))
+    // Through a JSON value: serde-wasm-bindgen reads only a struct's own fields, so unknown keys
+    // would pass unseen; serde_json honours `deny_unknown_fields`.
+    let json: serde_json::Value = serde_wasm_bindgen::from_value(value.clone()).map_err(|e| format!("chat options: {e}"))?;
+    serde_json::from_value(json).map_err(|e| format!("chat options: {e}"))
 }
