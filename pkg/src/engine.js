@@ -41,7 +41,10 @@ async function remoteFolder(url, { signal, onProgress, shardMiB }) {
     manifest = await cachedManifest(dir);
     if (!manifest || !(await isComplete(dir, manifest, onProgress))) {
       signal?.throwIfAborted();
-      manifest = await quantizeToCache(dir, quantize, httpFolder(url), { signal, onProgress, shardMiB });
+      manifest = await quantizeToCache(dir, quantize, httpFolder(url), { signal, onProgress, shardMiB }).catch((e) => {
+        if (e.name !== "Error") throw e; // QuotaExceededError, AbortError
+        throw new Error(`${url} has no manifest.json, so it was read as original safetensors: ${e.message}`);
+      });
     }
   } else {
     if (manifest.format !== "qwen3-vl-webgpu") throw new Error(`${url}manifest.json is not a qwen3-vl-webgpu manifest`);

@@ -126,20 +126,17 @@ export class Qwen3VL {
     // persist() exists only on the main thread; a denial just leaves the cache evictable.
     await globalThis.navigator?.storage?.persist?.().catch(() => false);
     const channel = worker ? workerChannel() : await localChannel();
+    // Abort ends a worker load at once (terminating it frees what it held; downloaded shards
+    // stay cached for the next load); in-thread, the load stops at its next step.
+    const abort = () => worker && channel.fail(signal.reason);
+    signal?.addEventListener("abort", abort, { once: true });
     try {
-      await new Promise((resolve, reject) => {
-        // Abort ends a worker load at once (terminating it frees what it held; downloaded
-        // shards stay cached for the next load); in-thread, the load stops at its next step.
-        const abort = () => {
-          if (worker) channel.fail(signal.reason);
-        };
-        signal?.addEventListener("abort", abort, { once: true });
-        channel.call("load", { source, options }, { onProgress, signal }).then(resolve, reject)
-          .finally(() => signal?.removeEventListener("abort", abort));
-      });
+      await channel.call("load", { source, options }, { onProgress, signal });
     } catch (e) {
       channel.stop();
       throw e;
+    } finally {
+      signal?.removeEventListener("abort", abort);
     }
     return new Qwen3VL(channel);
   }
