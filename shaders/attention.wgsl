@@ -266,8 +266,10 @@ fn prefill(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wg: v
     for (var j0 = first; j0 < last; j0 += PK) {
         let key = vec4<u32>(j0 + c) + vec4<u32>(0u, D8, 2u * D8, 3u * D8);
         let kl = min(key, vec4<u32>(last - 1u));
-        // Column k of s[gi]: key k's scores for the group's 4 rows.
-        var s: array<mat4x4<f32>, RG>;
+        // Column k of s[gi]: key k's scores for the group's 4 rows. Zeroed by an explicit
+        // initializer: Chromium 156 (Tint + SwiftShader) does not re-zero a loop body's `var`
+        // without one on each iteration, as WGSL requires.
+        var s = array<mat4x4<f32>, RG>();
         for (var k = 0u; k < D8; k++) {
             let k0 = key_chunk(kl.x, kvh, k);
             let k1 = key_chunk(kl.y, kvh, k);
@@ -389,7 +391,7 @@ fn decode(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wg: ve
     for (var j0 = start; j0 < end; j0 += DK) {
         let key = vec4<u32>(j0 + t) + vec4<u32>(0u, DWG, 2u * DWG, 3u * DWG);
         let kl = (kvh * p.capacity + min(key, vec4<u32>(end - 1u))) * D8;
-        var s: array<vec4<f32>, RB>;
+        var s = array<vec4<f32>, RB>(); // initialized explicitly: see prefill's `s`
         for (var k = 0u; k < D8; k++) {
             let c0 = k_chunk(kl.x + k);
             let c1 = k_chunk(kl.y + k);

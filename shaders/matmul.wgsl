@@ -231,7 +231,9 @@ fn gemv(ids: GemvIds) {
         for (var ri = 0u; ri < p.wg_rows; ri++) {
             // Rows past the part's end redo its last row; their sums are never stored.
             let r = min(r0 + ri, p.rows - 1u);
-            var acc: array<f32, MB>;
+            // Explicitly zeroed: Chromium 156 (Tint + SwiftShader) does not re-zero a loop
+            // body's `var` without an initializer on each iteration, as WGSL requires.
+            var acc = array<f32, MB>();
             for (var s = 0u; s < SPL; s++) {
                 let j = step_of(lane, s);
                 let u = 2u * j;
