@@ -392,6 +392,7 @@ function drawGrounding(text) {
     const answerEl = [...$("log").querySelectorAll(".turn.assistant")].pop();
     if (!answerEl || !images.length) throw new Error("no answer with an image to draw on");
     showGrounding(answerEl, text);
+    answerEl.querySelector("canvas.grounding")?.scrollIntoView({ block: "nearest" });
     return demo.grounding;
 }
 

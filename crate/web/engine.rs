@@ -78,6 +78,9 @@ impl Engine {
     /// Answers the conversation `messages` (the whole of it each time: the cached prefix is
     /// reused). `onToken(delta, id)` (optional) sees each token's text as it completes;
     /// returning `false` cancels. Resolves to `{ ids, text, stop, promptTokens, timings }`.
+    // The borrow is held across the chat's awaits on purpose: it is the engine's lock, and every
+    // other access uses `try_borrow*`, so an overlap is an Error, never a panic.
+    #[allow(clippy::await_holding_refcell_ref)]
     pub fn chat(&self, messages: JsValue, options: JsValue, on_token: JsValue) -> Promise {
         let inner = self.inner.clone();
         future_to_promise(async move {

@@ -61,8 +61,19 @@ class Channel {
   }
 }
 
+function workerShim() {
+  const url = new URL("./worker.js", import.meta.url).href;
+  return URL.createObjectURL(new Blob([`import ${JSON.stringify(url)};`], { type: "text/javascript" }));
+}
+
 function workerChannel() {
-  const worker = new Worker(new URL("./worker.js", import.meta.url), { type: "module" });
+  // A page's service worker controls a blob-URL worker, but not a worker whose script lies
+  // outside its scope (the demo's /www/ vs /pkg/src/): under one, start through a blob so the
+  // worker's code and wasm come from its cache offline. Otherwise the literal form that bundlers
+  // (Vite) recognise and bundle.
+  const worker = globalThis.navigator?.serviceWorker?.controller
+    ? new Worker(workerShim(), { type: "module" })
+    : new Worker(new URL("./worker.js", import.meta.url), { type: "module" });
   const channel = new Channel((msg, transfer) => worker.postMessage(msg, transfer), () => worker.terminate());
   worker.onmessage = (e) => channel.receive(e.data);
   worker.onerror = (e) => {
