@@ -105,8 +105,6 @@ test("a grounding box in an answer is drawn over the picture; target/browser/dem
   assert.ok(boxPixels > 100, `no box drawn on the answer's canvas.grounding (${boxPixels} pixels of its colour)`);
   const out = join(repoRoot, "target/browser");
   mkdirSync(out, { recursive: true });
-  // The chat log scrolls by itself: bring the drawn picture into its view first.
-  await page.locator("#log canvas.grounding").last().scrollIntoViewIfNeeded();
   await page.screenshot({ path: join(out, "demo.png"), fullPage: true });
   console.log(`wrote ${join(out, "demo.png")}`);
   assertNoErrors(page);
