@@ -8,14 +8,10 @@ source tests/setup.sh
 
 cargo test --all-targets
 
-if [ "${QWEN3VL_WASM_FALLBACK:-}" = 1 ]; then
-    RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 /usr/bin/cargo build --lib --target wasm32-unknown-unknown -Zbuild-std=std,panic_abort
-else
-    cargo build --lib --target wasm32-unknown-unknown
-fi
-echo "wasm32 build: ok"
-
-# The browser face (tests/browser, README "Tests"): the wasm package, then headless Chromium on
-# SwiftShader against it, the package, the demo and the native CLI (built by `cargo test` above).
+# The browser face (tests/browser, README "Tests"): the wasm package (pkg/build.sh: the crate's
+# release wasm32 build, which is also the check that nothing native-only crept into the core),
+# then headless Chromium on SwiftShader against it, the package, the demo and the native CLI
+# (built by `cargo test` above).
 bash pkg/build.sh
+echo "wasm32 build: ok"
 node tests/browser/run.mjs

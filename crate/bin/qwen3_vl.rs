@@ -316,16 +316,13 @@ fn quantize(argv: &[String]) -> Result<()> {
     let args = Args::parse(argv, &[("--model", true, false), ("--out", true, false), ("--shard-mib", true, false)])?;
     let dir = PathBuf::from(args.need("--model")?);
     let out = PathBuf::from(args.need("--out")?);
-    let mib = args.num::<usize>("--shard-mib")?.unwrap_or(quantized::DEFAULT_SHARD_MIB);
-    if mib == 0 || mib > 2048 {
-        return Err(format!("--shard-mib: expected 1 to 2048, not {mib}"));
-    }
+    let shard_bytes = quantized::shard_bytes(args.num::<f64>("--shard-mib")?.unwrap_or(quantized::DEFAULT_SHARD_MIB))?;
     if out.join(quantized::MANIFEST).exists() || dir.canonicalize().ok() == out.canonicalize().ok() {
         return Err(format!("{}: refusing to write over a model folder", out.display()));
     }
     std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
     let start = Instant::now();
-    let manifest = quantized::write(open_in(&dir), mib << 20, |name, bytes| std::fs::write(out.join(name), bytes)).map_err(|e| e.to_string())?;
+    let manifest = quantized::write(open_in(&dir), shard_bytes, |name, bytes| std::fs::write(out.join(name), bytes)).map_err(|e| e.to_string())?;
     let folder = ModelFolder::open(&out).map_err(|e| e.to_string())?;
     let tensors = qwen3_vl_webgpu::model::expected_tensors(&folder.config).len();
     println!(

@@ -32,7 +32,17 @@ use super::{
 pub const MANIFEST: &str = "manifest.json";
 pub const FORMAT: &str = "qwen3-vl-webgpu";
 pub const VERSION: u32 = 1;
-pub const DEFAULT_SHARD_MIB: usize = 32;
+pub const DEFAULT_SHARD_MIB: f64 = 32.0;
+
+/// A shard size given in MiB as bytes: whole KiB from 1 KiB (tests cut a tiny model into
+/// several shards) to 2 GiB.
+pub fn shard_bytes(mib: f64) -> Result<usize, String> {
+    let kib = (mib * 1024.0).round();
+    if !(1.0..=2048.0 * 1024.0).contains(&kib) {
+        return Err(format!("shard size: expected 1/1024 to 2048 MiB, not {mib}"));
+    }
+    Ok(kib as usize * 1024)
+}
 /// The folder's files copied verbatim when present (config.json always is).
 pub const COPIED: [&str; 7] = [
     "config.json",

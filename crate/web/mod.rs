@@ -79,10 +79,11 @@ pub async fn selftest() -> Result<JsValue, JsError> {
 pub fn quantize(src: JsValue, sink: JsValue, options: JsValue) -> Result<JsValue, JsError> {
     let folder = Folder::new(src).map_err(fail)?;
     let write = method(&sink, "write").map_err(|e| fail(format!("sink: {e}")))?;
-    let shard_mib = match get(&options, "shardMiB") {
+    let shard_bytes = match get(&options, "shardMiB") {
         v if v.is_undefined() => quantized::DEFAULT_SHARD_MIB,
-        v => count(&v, "shardMiB", 4096.0).map_err(fail)?,
+        v => js::number(&v, "shardMiB").map_err(fail)?,
     };
+    let shard_bytes = quantized::shard_bytes(shard_bytes).map_err(fail)?;
     let progress = match get(&options, "onProgress") {
         p if p.is_undefined() => None,
         p => Some(Rc::new(Progress::new(p.dyn_into::<Function>().map_err(|_| fail("onProgress must be a function"))?, "quantize"))),
@@ -92,7 +93,7 @@ pub fn quantize(src: JsValue, sink: JsValue, options: JsValue) -> Result<JsValue
         let source = ModelFolder::load(folder.sources(None)).map_err(fail)?;
         p.start(weight_bytes(&source));
     }
-    let manifest = quantized::write(folder.sources(progress), shard_mib << 20, |name, bytes| {
+    let manifest = quantized::write(folder.sources(progress), shard_bytes, |name, bytes| {
         write
             .call2(&sink, &name.into(), &Uint8Array::from(bytes))
             .map(|_| ())
