@@ -41,15 +41,25 @@ fn logits_command_matches_transformers() {
     let g = golden("text_only");
     assert_eq!(g.tensors()["input_ids"].dtype, Dtype::I64);
     let ids: Vec<String> = g.tensor_bytes("input_ids").unwrap().chunks(8).map(|b| i64::from_le_bytes(b.try_into().unwrap()).to_string()).collect();
-    let out = std::env::temp_dir().join(format!("qwen3vl-cli-{}.npy", std::process::id()));
     let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/text_only");
-    let run = qwen3_vl(&["logits", "--model", model.to_str().unwrap(), "--input-ids", &ids.join(","), "--weights", "f32", "--out", out.to_str().unwrap()]);
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
-    let (shape, got) = read_npy(&out);
-    let _ = std::fs::remove_file(&out);
+    let logits = |extra: &[&str]| {
+        let out = std::env::temp_dir().join(format!("qwen3vl-cli-{}.npy", std::process::id()));
+        let ids = ids.join(",");
+        let args = [&["logits", "--model", model.to_str().unwrap(), "--input-ids", &ids, "--weights", "f32", "--out", out.to_str().unwrap()], extra].concat();
+        let run = qwen3_vl(&args);
+        assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+        let bytes = std::fs::read(&out).unwrap();
+        let npy = read_npy(&out);
+        let _ = std::fs::remove_file(&out);
+        (bytes, npy)
+    };
+    let (bytes, (shape, got)) = logits(&[]);
     assert_eq!(shape, g.tensors()["logits"].shape);
     // The f32 path's parity bound (tests/model.rs).
     assert_close("qwen3-vl logits", &got, &g.tensor_f32("logits").unwrap(), 1e-4);
+    // The head run 4 positions at a time (21 positions: 6 chunks, the last of 1) streams the
+    // same file, byte for byte.
+    assert!(logits(&["--chunk-rows", "4"]).0 == bytes, "--chunk-rows 4 changed the .npy");
 }
 
 #[test]
@@ -63,6 +73,7 @@ fn bad_input_is_one_line_and_a_failure() {
         (&["logits", "--model", m, "--input-ids", "1,99999", "--out", "/tmp/x.npy"], "outside the vocabulary"),
         (&["logits", "--model", m, "--input-ids", "1", "--image", "/nonexistent.png", "--out", "/tmp/x.npy"], "/nonexistent.png"),
         (&["logits", "--model", m, "--input-ids", "1", "--weights", "q3", "--out", "/tmp/x.npy"], "--weights"),
+        (&["logits", "--model", m, "--input-ids", "1", "--chunk-rows", "0", "--out", "/tmp/x.npy"], "--chunk-rows"),
         (&["run", "--model", m, "--prompt", "hi"], "tokenizer.json"),
         (&["dance"], "usage"),
     ];

@@ -4,7 +4,7 @@
 //! qwen3-vl run --model DIR [--image FILE]… [--video DIR --fps F] --prompt TEXT [--system TEXT]
 //!              [--max-new-tokens N] [--greedy | --temperature T --top-k K --top-p P --seed S]
 //!              [--weights q4|f16|f32] [--json]
-//! qwen3-vl logits --model DIR (--prompt TEXT | --input-ids 1,2,3) [--image FILE]… [--weights …] --out FILE.npy
+//! qwen3-vl logits --model DIR (--prompt TEXT | --input-ids 1,2,3) [--image FILE]… [--weights …] [--chunk-rows N] --out FILE.npy
 //! qwen3-vl bench (--model DIR | --synthetic 2b|4b) [--weights q4|f16]
 //! qwen3-vl quantize --model DIR --out DIR [--shard-mib N]
 //! qwen3-vl verify --model DIR
@@ -30,7 +30,7 @@ use qwen3_vl_webgpu::runtime::{
 
 const USAGE: &str = "usage: qwen3-vl run --model DIR [--image FILE]… [--video DIR --fps F] --prompt TEXT [--system TEXT] \
 [--max-new-tokens N] [--greedy | --temperature T --top-k K --top-p P --seed S] [--weights q4|f16|f32] [--json]
-       qwen3-vl logits --model DIR (--prompt TEXT | --input-ids 1,2,3) [--image FILE]… [--weights q4|f16|f32] --out FILE.npy
+       qwen3-vl logits --model DIR (--prompt TEXT | --input-ids 1,2,3) [--image FILE]… [--weights q4|f16|f32] [--chunk-rows N] --out FILE.npy
        qwen3-vl bench (--model DIR | --synthetic 2b|4b) [--weights q4|f16]
        qwen3-vl quantize --model DIR --out DIR [--shard-mib N]
        qwen3-vl verify --model DIR";
@@ -264,10 +264,17 @@ fn logits(argv: &[String]) -> Result<()> {
         ("--input-ids", true, false),
         ("--image", true, true),
         ("--weights", true, false),
+        ("--chunk-rows", true, false),
         ("--out", true, false),
     ];
     let args = Args::parse(argv, &spec)?;
     let out = PathBuf::from(args.need("--out")?);
+    // Positions whose logits one GPU pass computes and reads back (default: as many as one
+    // binding holds); host memory holds one chunk.
+    let chunk_rows: Option<usize> = args.num("--chunk-rows")?;
+    if chunk_rows == Some(0) {
+        return Err("--chunk-rows must be at least 1".into());
+    }
     let dir = PathBuf::from(args.need("--model")?);
     let (input_ids, images, positions, delta) = match (args.one("--prompt"), args.one("--input-ids")) {
         (Some(text), None) => {
@@ -306,9 +313,25 @@ fn logits(argv: &[String]) -> Result<()> {
     let gpu = &gpu()?;
     let (_, model) = load(&args, gpu)?;
     let mut session = Session::new(gpu, &model, input_ids.len()).map_err(|e| e.to_string())?;
-    let logits = session.prefill(&input_ids, &positions, delta, &images, &[], true).map_err(|e| e.to_string())?;
-    let values = gpu.read_f32_blocking(&logits).map_err(|e| e.to_string())?;
-    write_npy(&out, &values, &logits.shape)
+    let hidden = session.prefill_hidden_states(&input_ids, &positions, delta, &images, &[], true).map_err(|e| e.to_string())?;
+    let text = &model.language_model;
+    let chunks = text.logits_chunks(gpu, input_ids.len(), chunk_rows).map_err(|e| e.to_string())?;
+    let failed = |e: std::io::Error| format!("{}: {e}", out.display());
+    let mut file = std::io::BufWriter::new(std::fs::File::create(&out).map_err(failed)?);
+    let written = (|| {
+        file.write_all(&npy_header(&[input_ids.len(), text.config.vocab_size])).map_err(failed)?;
+        for rows in chunks {
+            let logits = session.logits(&hidden, rows).map_err(|e| e.to_string())?;
+            let values = gpu.read_f32_blocking(&logits).map_err(|e| e.to_string())?;
+            file.write_all(&values.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>()).map_err(failed)?;
+        }
+        file.flush().map_err(failed)
+    })();
+    if written.is_err() {
+        // No half-written array for a later reader to mistake for logits.
+        let _ = std::fs::remove_file(&out);
+    }
+    written
 }
 
 /// Writes the pre-quantized int4 folder (model::quantized) and prints one summary line.
@@ -345,8 +368,8 @@ fn verify(argv: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// A little-endian f32 `.npy` (format 1.0), C order.
-fn write_npy(path: &Path, values: &[f32], shape: &[usize]) -> Result<()> {
+/// The header of a little-endian f32 `.npy` (format 1.0) of `shape`; the values follow in C order.
+fn npy_header(shape: &[usize]) -> Vec<u8> {
     let dims: Vec<String> = shape.iter().map(usize::to_string).collect();
     let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({},), }}", dims.join(", "));
     // Magic (6) + version (2) + length (2) + header + '\n' padded to a multiple of 64.
@@ -357,8 +380,7 @@ fn write_npy(path: &Path, values: &[f32], shape: &[usize]) -> Result<()> {
     let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
     bytes.extend((header.len() as u16).to_le_bytes());
     bytes.extend(header.as_bytes());
-    bytes.extend(values.iter().flat_map(|v| v.to_le_bytes()));
-    std::fs::write(path, bytes).map_err(|e| format!("{}: {e}", path.display()))
+    bytes
 }
 
 /// Seconds `work` takes, waiting for the GPU to finish it.

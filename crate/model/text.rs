@@ -2,7 +2,9 @@
 //! RMSNorm per head, GQA, interleaved MRoPE, SwiGLU) whose first layers also receive the
 //! DeepStack visual features.
 
-use crate::gpu::{DType, Encoder, Gpu, Tensor};
+use std::ops::Range;
+
+use crate::gpu::{row_chunks, DType, Encoder, Gpu, Tensor};
 use crate::kernels::attention::{decode_attention, kv_append, prefill_attention, KvCache, MAX_DECODE_QUERIES};
 use crate::kernels::elementwise::silu_mul;
 use crate::kernels::embed::{embed, scatter_add_rows, scatter_rows};
@@ -102,7 +104,8 @@ impl TextModel {
 
     /// Runs `ids` (already validated < vocab) with M-RoPE `positions` (t, h, w per token) at
     /// cache positions `past..past+t`, writing their keys and values into the caches. Returns
-    /// the logits of every position (`all_logits`) or of the last only.
+    /// the logits of every position (`all_logits`, as long as they fit one binding) or of the
+    /// last only.
     #[allow(clippy::too_many_arguments)]
     pub fn forward(
         &self,
@@ -114,15 +117,28 @@ impl TextModel {
         visual: Option<&VisualInput>,
         all_logits: bool,
     ) -> Result<Tensor, ModelError> {
+        let hidden = self.hidden_states(enc, state, ids, positions, past, visual, all_logits)?;
+        self.lm_head(enc, &hidden, 0..hidden.shape[0])
+    }
+
+    /// [`TextModel::forward`] up to the head: the final-normed hidden states (`model.norm`'s
+    /// output, `[t, hidden]`) of every position (`all_positions`) or of the last only (`[1, hidden]`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn hidden_states(
+        &self,
+        enc: &mut Encoder,
+        state: &TextState,
+        ids: &[u32],
+        positions: &[[u32; 3]],
+        past: usize,
+        visual: Option<&VisualInput>,
+        all_positions: bool,
+    ) -> Result<Tensor, ModelError> {
         let gpu = enc.gpu;
         let c = &self.config;
         let t = ids.len();
         assert_eq!(positions.len(), t, "one position per token");
         let (h, d, qh, kvh) = (c.hidden_size, c.head_dim, c.num_attention_heads, c.num_key_value_heads);
-        let max_rows = gpu.caps.max_binding() / (4 * c.vocab_size as u64);
-        if all_logits && t as u64 > max_rows {
-            return Err(ModelError::Input(format!("logits of {t} positions do not fit one GPU binding; at most {max_rows} at once")));
-        }
         let f32s = |shape: &[usize]| gpu.empty(DType::F32, shape);
         let (cos, sin) = mrope_table(positions, c.rope.mrope_section, c.rope.rope_theta as f32, d);
         let (cos, sin) = (gpu.upload_f32(&cos, &[t, d / 2])?, gpu.upload_f32(&sin, &[t, d / 2])?);
@@ -163,18 +179,45 @@ impl TextModel {
                 scatter_add_rows(enc, &x, ds.0, ds.1);
             }
         }
-        let rows = if all_logits { t } else { 1 };
-        let last = f32s(&[rows, h])?;
-        if all_logits {
-            self.norm.forward(enc, &x, &last);
+        let rows = if all_positions { t } else { 1 };
+        let hidden = f32s(&[rows, h])?;
+        if all_positions {
+            self.norm.forward(enc, &x, &hidden);
         } else {
             // Only the last position feeds generation: norm it alone.
             let x_last = f32s(&[1, h])?;
             enc.copy(&x.buffer, ((t - 1) * h * 4) as u64, &x_last.buffer, 0, (h * 4) as u64);
-            self.norm.forward(enc, &x_last, &last);
+            self.norm.forward(enc, &x_last, &hidden);
         }
-        let logits = f32s(&[rows, c.vocab_size])?;
-        matmul(enc, &last, self.head(), None, &logits);
+        Ok(hidden)
+    }
+
+    /// `lm_head` on rows `rows` of the final-normed `hidden` states: their logits,
+    /// `[rows.len(), vocab]`, which must fit one storage binding ([`TextModel::logits_chunks`]
+    /// cuts longer prompts).
+    pub fn lm_head(&self, enc: &mut Encoder, hidden: &Tensor, rows: Range<usize>) -> Result<Tensor, ModelError> {
+        let gpu = enc.gpu;
+        let (n, h, vocab) = (rows.len(), self.config.hidden_size, self.config.vocab_size);
+        assert!(hidden.shape == [hidden.shape[0], h] && rows.end <= hidden.shape[0], "rows {rows:?} of hidden states {:?}", hidden.shape);
+        gpu.check_binding(&format!("the logits of {n} positions"), 4 * (n * vocab) as u64)?;
+        // A chunk from row 0 is a view; later ones are copied out (bindings take no offset).
+        let x = if rows.start == 0 {
+            hidden.view(&[n, h])
+        } else {
+            let x = gpu.empty(DType::F32, &[n, h])?;
+            enc.copy(&hidden.buffer, (rows.start * h * 4) as u64, &x.buffer, 0, (n * h * 4) as u64);
+            x
+        };
+        let logits = gpu.empty(DType::F32, &[n, vocab])?;
+        matmul(enc, &x, self.head(), None, &logits);
         Ok(logits)
+    }
+
+    /// Cuts `positions` rows into consecutive ranges whose logits fit one storage binding, and
+    /// hold at most `max_rows` rows where given (tests cut tiny models into several chunks).
+    pub fn logits_chunks(&self, gpu: &Gpu, positions: usize, max_rows: Option<usize>) -> Result<Vec<Range<usize>>, ModelError> {
+        let row_bytes = 4 * self.config.vocab_size as u64;
+        let limit = max_rows.map_or(u64::MAX, |r| r as u64 * row_bytes).min(gpu.caps.max_binding());
+        Ok(row_chunks(positions, row_bytes, limit)?)
     }
 }

@@ -1,7 +1,7 @@
 //! A conversation on the GPU: the KV cache, the tokens it holds, prefill of new turns (the
 //! vision tower only for the new images), decode steps, and token selection.
 
-use std::ops::Deref;
+use std::ops::{Deref, Range};
 
 use crate::gpu::{DType, Encoder, Gpu, Tensor};
 use crate::kernels::quant::Format;
@@ -78,7 +78,8 @@ impl<G: Deref<Target = Gpu>, M: Deref<Target = Qwen3VL>> Session<G, M> {
     /// `rope_delta` from `get_rope_index` over all of it; `images` and `videos` all of its
     /// vision inputs in prompt order), reusing the cached prefix: only the new tokens are
     /// computed, and the vision tower runs only on the inputs whose pad tokens are new.
-    /// Returns the logits of the last position, or of every new position with `all_logits`.
+    /// Returns the logits of the last position, or of every new position with `all_logits` (as
+    /// long as they fit one binding; [`Session::prefill_hidden_states`] takes any length).
     pub fn prefill(
         &mut self,
         input_ids: &[u32],
@@ -87,6 +88,23 @@ impl<G: Deref<Target = Gpu>, M: Deref<Target = Qwen3VL>> Session<G, M> {
         images: &[VisionInput],
         videos: &[VisionInput],
         all_logits: bool,
+    ) -> Result<Tensor, ModelError> {
+        let hidden = self.prefill_hidden_states(input_ids, positions, rope_delta, images, videos, all_logits)?;
+        self.logits(&hidden, 0..hidden.shape[0])
+    }
+
+    /// [`Session::prefill`] up to the head: the final-normed hidden states of the last
+    /// position, or of every new position with `all_positions`, for [`Session::logits`] to
+    /// turn into logits a chunk of rows at a time (`TextModel::logits_chunks`): a real
+    /// vocabulary's logits fill a 128 MiB binding in ~220 positions.
+    pub fn prefill_hidden_states(
+        &mut self,
+        input_ids: &[u32],
+        positions: &[Vec<u32>; 3],
+        rope_delta: i64,
+        images: &[VisionInput],
+        videos: &[VisionInput],
+        all_positions: bool,
     ) -> Result<Tensor, ModelError> {
         let c = &self.model.config;
         let vocab = c.text_config.vocab_size;
@@ -128,12 +146,21 @@ impl<G: Deref<Target = Gpu>, M: Deref<Target = Qwen3VL>> Session<G, M> {
             Some((self.model.visual.forward(&mut enc, &pixels, &grids)?, gpu.upload_u32(&pos, &[pos.len()])?))
         };
         let visual_input = visual.as_ref().map(|(out, positions)| VisualInput { positions, embeds: &out.embeds, deepstack: &out.deepstack });
-        let logits = self.run(&mut enc, new, &rows, past, visual_input.as_ref(), all_logits)?;
+        let hidden = self.model.language_model.hidden_states(&mut enc, &self.state, new, &rows, past, visual_input.as_ref(), all_positions)?;
         enc.submit();
         self.tokens.truncate(past);
         self.tokens.extend_from_slice(new);
         self.answer_start = self.tokens.len();
         self.rope_delta = rope_delta;
+        Ok(hidden)
+    }
+
+    /// The logits, `[rows.len(), vocab]`, of rows `rows` of `hidden` (from
+    /// [`Session::prefill_hidden_states`]).
+    pub fn logits(&self, hidden: &Tensor, rows: Range<usize>) -> Result<Tensor, ModelError> {
+        let mut enc = Encoder::new(&self.gpu);
+        let logits = self.model.language_model.lm_head(&mut enc, hidden, rows)?;
+        enc.submit();
         Ok(logits)
     }
 
@@ -146,14 +173,10 @@ impl<G: Deref<Target = Gpu>, M: Deref<Target = Qwen3VL>> Session<G, M> {
         // Decode positions continue on all three axes from the prompt's rope delta.
         let p = (past as i64 + self.rope_delta) as u32;
         let mut enc = Encoder::new(&self.gpu);
-        let logits = self.run(&mut enc, &[token], &[[p, p, p]], past, None, false)?;
+        let logits = self.model.language_model.forward(&mut enc, &self.state, &[token], &[[p, p, p]], past, None, false)?;
         enc.submit();
         self.tokens.push(token);
         Ok(logits)
-    }
-
-    fn run(&self, enc: &mut Encoder, ids: &[u32], positions: &[[u32; 3]], past: usize, visual: Option<&VisualInput>, all_logits: bool) -> Result<Tensor, ModelError> {
-        self.model.language_model.forward(enc, &self.state, ids, positions, past, visual, all_logits)
     }
 
     /// Chooses the next token from the last row of `logits` on the GPU and reads back only it.
