@@ -10,8 +10,8 @@ use wasm_bindgen_futures::future_to_promise;
 use crate::gpu::{Gpu, Profile};
 use crate::kernels::quant::Format;
 use crate::model::{GenerationConfig, ModelError, ModelFolder, Qwen3VL};
-use crate::runtime::request::{self, Request};
-use crate::runtime::{generate, Qwen3VLProcessor, Session, Stop, TextStream};
+use crate::runtime::request::{self, ChatOptions, Request};
+use crate::runtime::{generate, Content, Message, Qwen3VLProcessor, RgbImage, Session, Stop, TextStream};
 
 use super::convert::{chat_options, conversation};
 use super::folder::Folder;
@@ -42,7 +42,8 @@ const BUSY: &str = "a chat is running on this engine: wait for it (or cancel it 
 impl Engine {
     /// Loads a model folder onto the GPU: `options.weights` "q4" (default), "f16" or "f32";
     /// `options.contextLength` cache positions (default 4096); `options.onProgress(p)` with
-    /// `{ phase: "upload", done, total, file }` as the weights are read.
+    /// `{ phase: "upload", done, total, file }` as the weights are read, then `phase: "compile"`
+    /// (0 of 1, 1 of 1) around the pipelines' warm-up.
     pub async fn load(folder: JsValue, options: JsValue) -> Result<Engine, JsError> {
         let folder = Folder::new(folder).map_err(fail)?;
         let format = match get(&options, "weights") {
@@ -71,7 +72,15 @@ impl Engine {
         }
         let model = Rc::new(Qwen3VL::load(&gpu, &model_folder, format).map_err(fail)?);
         let session = Session::new(gpu.clone(), model.clone(), capacity).map_err(fail)?;
-        let inner = Inner { gpu, model, processor, generation: model_folder.generation, session };
+        let mut inner = Inner { gpu, model, processor, generation: model_folder.generation, session };
+        let compile = progress.map(|p| p.then("compile"));
+        if let Some(p) = &compile {
+            p.report(0, 1, "pipelines").map_err(fail)?;
+        }
+        warm_up(&mut inner).await?;
+        if let Some(p) = &compile {
+            p.report(1, 1, "pipelines").map_err(fail)?;
+        }
         Ok(Engine { inner: Rc::new(RefCell::new(inner)) })
     }
 
@@ -116,6 +125,24 @@ impl Engine {
         });
         to_js(&info).map_err(fail)
     }
+}
+
+/// Answers one question about a small grey image (two new tokens) and forgets it, so that the
+/// pipelines a chat uses are compiled inside the load, not inside the first answer (on a
+/// software adapter compiling is most of that answer's time). Skipped when the cache is too
+/// small for it.
+async fn warm_up(inner: &mut Inner) -> Result<(), JsError> {
+    let image = RgbImage::new(64, 64, vec![128; 64 * 64 * 3]).map_err(fail)?;
+    let messages = [Message::user(vec![Content::Image, Content::Text("?".into())])];
+    let options = ChatOptions { max_new_tokens: Some(2), ..ChatOptions::default() };
+    let req = Request::new(&inner.processor, &messages, &[image], &[], &options, &inner.generation).map_err(fail)?;
+    if req.capacity() > inner.session.capacity() {
+        return Ok(());
+    }
+    let logits = inner.session.prefill(&req.prompt.input_ids, &req.prompt.rope.position_ids, req.prompt.rope.rope_delta, &req.images, &req.videos, false).map_err(fail)?;
+    generate(&mut inner.session, logits, &req.options, |_| true).await.map_err(fail)?;
+    inner.session.reset();
+    Ok(())
 }
 
 async fn chat(inner: &mut Inner, messages: &JsValue, options: &JsValue, on_token: Option<&Function>) -> Result<JsValue, JsError> {

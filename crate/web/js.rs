@@ -107,9 +107,20 @@ impl Progress {
         self.done.set(done);
         if done - self.reported.get() >= REPORT_EVERY || done == total {
             self.reported.set(done);
-            let event = [("phase", self.phase.into()), ("done", (done as f64).into()), ("total", (total as f64).into()), ("file", file.into())];
-            self.callback.call1(&JsValue::NULL, &object(&event)).map_err(|e| format!("onProgress threw: {}", error_message(&e)))?;
+            self.report(done, total, file)?;
         }
         Ok(())
+    }
+
+    /// Sends `{ phase, done, total, file }` now.
+    pub fn report(&self, done: u64, total: u64, file: &str) -> Result<(), String> {
+        let event = [("phase", self.phase.into()), ("done", (done as f64).into()), ("total", (total as f64).into()), ("file", file.into())];
+        self.callback.call1(&JsValue::NULL, &object(&event)).map_err(|e| format!("onProgress threw: {}", error_message(&e)))?;
+        Ok(())
+    }
+
+    /// The same callback for the next phase of the work.
+    pub fn then(&self, phase: &'static str) -> Progress {
+        Progress::new(self.callback.clone(), phase)
     }
 }

@@ -18,7 +18,7 @@ use crate::kernels::selftest;
 use crate::model::{quantized, ModelFolder};
 
 use folder::Folder;
-use js::{count, get, method, Progress};
+use js::{get, method, Progress};
 
 
 /// Panics (which would be bugs) print their message to the console before the trap.
