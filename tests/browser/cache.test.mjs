@@ -4,26 +4,23 @@
 // too small for the model fails with a QuotaExceededError naming the bytes needed and leaves no
 // entry a later load would trust; quantizing the original safetensors in the browser stores the
 // same shards as `qwen3-vl quantize` and answers with the same ids.
-import { after, before, beforeEach, test } from "node:test";
+import { beforeEach, test } from "node:test";
 import assert from "node:assert/strict";
-import { assertNoErrors, launch, openPage } from "./harness.mjs";
+import { assertNoErrors, openPage, serverAndBrowser } from "./harness.mjs";
 import { imageFile, packageEntry, shardMiB, tinyModel } from "./pieces.mjs";
-import { startServer } from "./server.mjs";
 
 const prompt = "Describe this picture.";
 const maxNewTokens = 8;
 // Chromium logs every failed fetch (the cut response, the probe for a missing manifest.json).
 const expectedErrors = [/Failed to load resource/, /ERR_/];
 
-let server, browser, page, tiny, entry;
+let page, tiny, entry;
 
-before(async () => {
+const env = serverAndBrowser(async () => {
   entry = packageEntry();
   tiny = tinyModel();
   assert.ok(tiny.manifest.files.length + tiny.manifest.shards.length >= 3, "the tiny model needs several files to cut between");
-  server = await startServer();
-  browser = await launch();
-  page = await openPage(browser.context, server.url + "tests/browser/blank.html", { ignore: expectedErrors });
+  page = await openPage(env.browser.context, env.server.url + "tests/browser/blank.html", { ignore: expectedErrors });
   await page.evaluate(async (entry) => {
     const { Qwen3VL } = await import(entry);
     // Loads, optionally answers greedily about the test image, unloads; never throws (the test
@@ -72,25 +69,21 @@ before(async () => {
     };
     window.clearCache = () => Qwen3VL.clearCache();
     window.cacheSize = () => Qwen3VL.cacheSize();
-  }, server.url + entry);
+  }, env.server.url + entry);
 });
 
-after(async () => {
-  await browser?.close();
-  await server?.close();
-});
 
 beforeEach(async () => {
   await page.evaluate(() => window.clearCache());
-  server.resetLog();
+  env.server.resetLog();
 });
 
-const url = (rel) => server.url + rel;
+const url = (rel) => env.server.url + rel;
 const load = (model, opts = {}) => page.evaluate(([m, o]) => window.loadAndAsk(m, o), [url(model), opts]);
 const ask = (model, options) => load(model, { ask: true, image: url(imageFile), prompt, maxNewTokens, options });
 const entries = () => [...tiny.manifest.files, ...tiny.manifest.shards];
 /** GETs of the model's files (anything but manifest.json) since the last resetLog. */
-const weightGets = (folder) => server.requests(folder).filter((r) => r.method === "GET" && !r.path.endsWith("/manifest.json"));
+const weightGets = (folder) => env.server.requests(folder).filter((r) => r.method === "GET" && !r.path.endsWith("/manifest.json"));
 /** The cache listing with the entry folder stripped: name → { size, sha256 }. */
 const listing = async () => Object.fromEntries(Object.entries(await page.evaluate(() => window.cacheListing())).map(([k, v]) => [k.split("/")[1], v]));
 
@@ -112,7 +105,7 @@ test("a second load makes no weight requests", { timeout: 300_000 }, async () =>
   const bytes = Object.values(files).reduce((s, f) => s + f.size, 0);
   assert.equal(await page.evaluate(() => window.cacheSize()), bytes, "cacheSize() counts the entry's files");
 
-  server.resetLog();
+  env.server.resetLog();
   const second = await load(tiny.q4);
   assert.ok(second.ok, JSON.stringify(second.error));
   assert.deepEqual(weightGets(tiny.q4).map((r) => r.path), [], "the second load fetched weights");
@@ -122,7 +115,7 @@ test("a second load makes no weight requests", { timeout: 300_000 }, async () =>
 test("a download cut half-way resumes from the kept bytes and re-fetches no finished file", { timeout: 300_000 }, async () => {
   // The largest shard is cut: it is queued after the small files, which finish before the cut.
   const victim = tiny.manifest.shards.reduce((a, b) => (b.bytes > a.bytes ? b : a));
-  server.cutAfter("/" + tiny.q4 + victim.name, Math.floor(victim.bytes / 2));
+  env.server.cutAfter("/" + tiny.q4 + victim.name, Math.floor(victim.bytes / 2));
   const cut = await load(tiny.q4);
   assert.equal(cut.ok, false, "the load over a cut response must fail");
   assert.ok(cut.error.isError && cut.error.message.includes(victim.name), `the error names the cut shard: ${cut.error.message}`);
@@ -131,7 +124,7 @@ test("a download cut half-way resumes from the kept bytes and re-fetches no fini
   const finished = new Set(Object.keys(before).filter((n) => !n.endsWith(".part")).map((n) => "/" + tiny.q4 + n));
   assert.ok(finished.size > 0, "some files were committed before the cut");
 
-  server.resetLog();
+  env.server.resetLog();
   const resumed = await load(tiny.q4);
   assert.ok(resumed.ok, JSON.stringify(resumed.error));
   const again = weightGets(tiny.q4);
@@ -153,7 +146,7 @@ test("a corrupted cached shard is detected and re-fetched", { timeout: 300_000 }
   await page.evaluate((name) => window.corrupt(name), victim.name);
   assert.notEqual((await listing())[victim.name].sha256, victim.sha256, "the corruption took");
 
-  server.resetLog();
+  env.server.resetLog();
   const again = await ask(tiny.q4);
   assert.ok(again.ok, JSON.stringify(again.error));
   assert.deepEqual(weightGets(tiny.q4).map((r) => r.path), ["/" + tiny.q4 + victim.name], "only the corrupted shard is fetched again");
@@ -163,8 +156,8 @@ test("a corrupted cached shard is detected and re-fetched", { timeout: 300_000 }
 });
 
 test("a quota too small gives an Error naming the bytes needed and no trusted entry", { timeout: 300_000 }, async () => {
-  const cdp = await browser.context.newCDPSession(page);
-  const origin = server.url.slice(0, -1);
+  const cdp = await env.browser.context.newCDPSession(page);
+  const origin = env.server.url.slice(0, -1);
   try {
     await cdp.send("Storage.overrideQuotaForOrigin", { origin, quotaSize: Math.floor(tiny.manifest.total_bytes / 3) });
     const r = await load(tiny.q4);
@@ -193,18 +186,18 @@ test("in-browser quantization stores the shards `qwen3-vl quantize` makes and an
   assert.ok(pre.ok, JSON.stringify(pre.error));
   await page.evaluate(() => window.clearCache());
 
-  server.resetLog();
+  env.server.resetLog();
   const quantized = await ask(tiny.dir, { shardMiB });
   assert.ok(quantized.ok, JSON.stringify(quantized.error));
   assert.ok(quantized.phases.includes("quantize"), "the original folder goes through quantize");
-  assert.ok(server.requests(tiny.dir).some((r) => r.range), "the safetensors are read by range requests");
+  assert.ok(env.server.requests(tiny.dir).some((r) => r.range), "the safetensors are read by range requests");
   assertCacheHolds(await listing(), tiny.manifest);
   assert.deepEqual(quantized.answer.ids, pre.answer.ids, "ids from in-browser quantization differ from pre-quantized shards");
 
-  server.resetLog();
+  env.server.resetLog();
   const cached = await ask(tiny.dir, { shardMiB });
   assert.ok(cached.ok, JSON.stringify(cached.error));
-  assert.deepEqual(server.requests(tiny.dir).filter((r) => !r.path.endsWith("/manifest.json")).map((r) => r.path), [],
+  assert.deepEqual(env.server.requests(tiny.dir).filter((r) => !r.path.endsWith("/manifest.json")).map((r) => r.path), [],
     "the next visit reads the quantized cache only");
   assert.deepEqual(cached.answer.ids, pre.answer.ids);
   assertNoErrors(page);

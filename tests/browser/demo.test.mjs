@@ -3,23 +3,15 @@
 // getDisplayMedia → an answer, a grounding box drawn over the picture (screenshot written to
 // target/browser/demo.png), then with the server stopped a reload opens the page from the
 // service worker and answers from the weights cached in OPFS. Hooks: the top of www/app.js.
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
-import { assertNoErrors, launch, openPage, repoRoot } from "./harness.mjs";
+import { assertNoErrors, openPage, repoRoot, serverAndBrowser } from "./harness.mjs";
 import { demoPage, packageEntry, tinyModel } from "./pieces.mjs";
-import { startServer } from "./server.mjs";
 
-let server, browser, page, url;
-before(async () => {
-  server = await startServer();
-  browser = await launch();
-});
-after(async () => {
-  await browser?.close();
-  await server?.close();
-});
+const env = serverAndBrowser();
+let page, url;
 
 /** Waits until the demo's test hook says the model is loaded and idle (fails at once on "error"). */
 async function ready(page) {
@@ -62,8 +54,8 @@ async function captureCamera(page) {
 test("the demo loads the tiny model from ?model=", { timeout: 600_000 }, async () => {
   packageEntry();
   const tiny = tinyModel();
-  url = `${server.url}${demoPage()}?model=${encodeURIComponent(server.url + tiny.q4)}`;
-  page = await openPage(browser.context, url);
+  url = `${env.server.url}${demoPage()}?model=${encodeURIComponent(env.server.url + tiny.q4)}`;
+  page = await openPage(env.browser.context, url);
   await ready(page);
   assertNoErrors(page);
 });
@@ -114,10 +106,10 @@ test("offline: with the server stopped, a reload opens the demo and answers from
   assert.ok(page, "the demo did not load");
   assert.equal(await page.evaluate(() => window.qwenDemo.offlineReady), true, "the service worker did not cache the app shell");
   await page.close();
-  await server.offline();
+  await env.server.offline();
   try {
     // Requests that reach for the network (the service worker's network-first tries) now fail.
-    const offline = await openPage(browser.context, null, { ignore: [/ERR_CONNECTION_REFUSED|Failed to fetch/] });
+    const offline = await openPage(env.browser.context, null, { ignore: [/ERR_CONNECTION_REFUSED|Failed to fetch/] });
     const started = Date.now();
     await offline.goto(url);
     await ready(offline);
@@ -126,6 +118,6 @@ test("offline: with the server stopped, a reload opens the demo and answers from
     await ask(offline, "What do you see?", "offline");
     assertNoErrors(offline);
   } finally {
-    await server.online();
+    await env.server.online();
   }
 });

@@ -1,24 +1,16 @@
 // End to end through the npm package: the tiny checkpoint's pre-quantized shards served from
 // 127.0.0.1, loaded by `Qwen3VL.load(url)` in Chromium (WebGPU on SwiftShader), asked about an
 // image given as a URL and as a Blob; the greedy ids must equal the native CLI's on the same folder.
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
-import { assertNoErrors, launch, openPage } from "./harness.mjs";
+import { assertNoErrors, openPage, serverAndBrowser } from "./harness.mjs";
 import { imageFile, nativeGreedy, packageEntry, tinyModel } from "./pieces.mjs";
-import { startServer } from "./server.mjs";
 
 const prompt = "Describe this picture.";
 const maxNewTokens = 12;
 
-let server, browser;
-before(async () => {
-  server = await startServer();
-  browser = await launch();
-});
-after(async () => {
-  await browser?.close();
-  await server?.close();
-});
+const env = serverAndBrowser();
+;
 
 test("package chat ids equal `qwen3-vl run --greedy --json` on the tiny checkpoint", { timeout: 600_000 }, async () => {
   const entry = packageEntry();
@@ -27,7 +19,7 @@ test("package chat ids equal `qwen3-vl run --greedy --json` on the tiny checkpoi
   console.log(`native: ${JSON.stringify(native.ids)} ${JSON.stringify(native.text)}`);
   assert.ok(native.ids.length > 0, "the CLI generated no token");
 
-  const page = await openPage(browser.context, server.url + "tests/browser/blank.html");
+  const page = await openPage(env.browser.context, env.server.url + "tests/browser/blank.html");
   const got = await page.evaluate(async ({ entry, model, image, prompt, maxNewTokens }) => {
     const { Qwen3VL } = await import(entry);
     const m = await Qwen3VL.load(model);
@@ -44,7 +36,7 @@ test("package chat ids equal `qwen3-vl run --greedy --json` on the tiny checkpoi
     const byBlob = await ask(await (await fetch(image)).blob());
     await m.unload();
     return { byUrl, byBlob };
-  }, { entry: server.url + entry, model: server.url + tiny.q4, image: server.url + imageFile, prompt, maxNewTokens });
+  }, { entry: env.server.url + entry, model: env.server.url + tiny.q4, image: env.server.url + imageFile, prompt, maxNewTokens });
 
   for (const [how, r] of Object.entries(got)) {
     console.log(`browser (${how}): ${JSON.stringify(r.ids)} ${JSON.stringify(r.text)} ${JSON.stringify(r.timings)}`);

@@ -7,6 +7,8 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import { after, before } from "node:test";
+import { startServer } from "./server.mjs";
 
 export const repoRoot = resolve(fileURLToPath(new URL("../..", import.meta.url)));
 export const chromiumPath = process.env.CHROMIUM ?? "/usr/bin/chromium";
@@ -89,4 +91,23 @@ export async function openPage(context, url, { ignore = [], log = !!process.env.
 /** Fails with every recorded console error / exception of `page`. */
 export function assertNoErrors(page) {
   if (page.errors.length) throw new Error(`browser errors:\n  ${page.errors.join("\n  ")}`);
+}
+
+/**
+ * The test file's server and Chromium, started before its first test (then `setup(env)`, the
+ * file's own preparation, in the same hook) and closed after its last; tests read `env.server`
+ * and `env.browser`.
+ */
+export function serverAndBrowser(setup) {
+  const env = {};
+  before(async () => {
+    env.server = await startServer();
+    env.browser = await launch();
+    await setup?.(env);
+  });
+  after(async () => {
+    await env.browser?.close();
+    await env.server?.close();
+  });
+  return env;
 }

@@ -1,28 +1,20 @@
 // Every WGSL kernel, compiled by Chromium's Tint and run on SwiftShader (no f16, no subgroups, 256
 // invocations per workgroup: the WebGPU minimum-ish profile), against its CPU reference through
 // the wasm build's `selftest()` — on the page and inside a dedicated Worker.
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readdirSync } from "node:fs";
 import { join } from "node:path";
-import { assertNoErrors, launch, need, openPage, repoRoot } from "./harness.mjs";
-import { startServer } from "./server.mjs";
+import { assertNoErrors, need, openPage, repoRoot, serverAndBrowser } from "./harness.mjs";
 import { wasmGlue } from "./pieces.mjs";
 
-let server, browser;
-before(async () => {
-  server = await startServer();
-  browser = await launch();
-});
-after(async () => {
-  await browser?.close();
-  await server?.close();
-});
+const env = serverAndBrowser();
+;
 
 // SwiftShader exposes `subgroups` to JS, but wgpu on the web does not use them (gfx-rs/wgpu #10146):
 // the wasm engine's own caps are checked in the selftest below.
 test("Chromium's adapter is SwiftShader's minimum-ish profile: no f16, 256 invocations", async () => {
-  const page = await openPage(browser.context, server.url + "tests/browser/blank.html");
+  const page = await openPage(env.browser.context, env.server.url + "tests/browser/blank.html");
   const a = await page.evaluate(async () => {
     const adapter = await navigator.gpu?.requestAdapter();
     if (!adapter) return null;
@@ -53,12 +45,12 @@ function assertCovers(entries) {
 
 test("selftest(): wgpu's caps are the fallback profile and every WGSL file matches its CPU reference in the page", { timeout: 600_000 }, async () => {
   const glue = wasmGlue();
-  const page = await openPage(browser.context, server.url + "tests/browser/blank.html");
+  const page = await openPage(env.browser.context, env.server.url + "tests/browser/blank.html");
   const { caps, entries } = await page.evaluate(async (url) => {
     const m = await import(url);
     await m.default();
     return { caps: await m.adapterInfo(), entries: await m.selftest() };
-  }, server.url + glue);
+  }, env.server.url + glue);
   console.log(`wgpu sees: ${JSON.stringify(caps)}`);
   // What the engine itself will use: the fallback paths, not only what the adapter lists in JS.
   assert.equal(caps.f16, false, "wgpu reports shader-f16 on SwiftShader");
@@ -73,7 +65,7 @@ test("selftest(): wgpu's caps are the fallback profile and every WGSL file match
 
 test("selftest(): the same inside a dedicated Worker", { timeout: 600_000 }, async () => {
   const glue = wasmGlue();
-  const page = await openPage(browser.context, server.url + "tests/browser/blank.html");
+  const page = await openPage(env.browser.context, env.server.url + "tests/browser/blank.html");
   const entries = await page.evaluate(async (url) => {
     const src = `import init, { selftest } from ${JSON.stringify(url)};
       try { await init(); postMessage({ entries: await selftest() }); }
@@ -86,7 +78,7 @@ test("selftest(): the same inside a dedicated Worker", { timeout: 600_000 }, asy
     w.terminate();
     if (r.error) throw new Error(r.error);
     return r.entries;
-  }, server.url + glue);
+  }, env.server.url + glue);
   assertCovers(entries);
   assertNoErrors(page);
   await page.close();
