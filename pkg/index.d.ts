@@ -25,6 +25,9 @@ export interface LoadOptions {
   contextLength?: number;
   /** Shard size of the in-browser quantization (MiB, default 32). */
   shardMiB?: number;
+  /** Compile the GPU pipelines during the load (phase "compile") by answering one tiny
+   *  question, so the first real answer starts at full speed (default true). */
+  warmUp?: boolean;
   onProgress?: (progress: Progress) => void;
   /** Aborting rejects the load; downloaded shards stay cached and the next load resumes. */
   signal?: AbortSignal;

@@ -43,7 +43,7 @@ impl Engine {
     /// Loads a model folder onto the GPU: `options.weights` "q4" (default), "f16" or "f32";
     /// `options.contextLength` cache positions (default 4096); `options.onProgress(p)` with
     /// `{ phase: "upload", done, total, file }` as the weights are read, then `phase: "compile"`
-    /// (0 of 1, 1 of 1) around the pipelines' warm-up.
+    /// (0 of 1, 1 of 1) around the pipelines' warm-up, which `options.warmUp: false` skips.
     pub async fn load(folder: JsValue, options: JsValue) -> Result<Engine, JsError> {
         let folder = Folder::new(folder).map_err(fail)?;
         let format = match get(&options, "weights") {
@@ -73,13 +73,19 @@ impl Engine {
         let model = Rc::new(Qwen3VL::load(&gpu, &model_folder, format).map_err(fail)?);
         let session = Session::new(gpu.clone(), model.clone(), capacity).map_err(fail)?;
         let mut inner = Inner { gpu, model, processor, generation: model_folder.generation, session };
-        let compile = progress.map(|p| p.then("compile"));
-        if let Some(p) = &compile {
-            p.report(0, 1, "pipelines").map_err(fail)?;
-        }
-        warm_up(&mut inner).await?;
-        if let Some(p) = &compile {
-            p.report(1, 1, "pipelines").map_err(fail)?;
+        let warm = match get(&options, "warmUp") {
+            w if w.is_undefined() => true,
+            w => w.as_bool().ok_or_else(|| fail("warmUp must be true or false"))?,
+        };
+        if warm {
+            let compile = progress.map(|p| p.then("compile"));
+            if let Some(p) = &compile {
+                p.report(0, 1, "pipelines").map_err(fail)?;
+            }
+            warm_up(&mut inner).await?;
+            if let Some(p) = &compile {
+                p.report(1, 1, "pipelines").map_err(fail)?;
+            }
         }
         Ok(Engine { inner: Rc::new(RefCell::new(inner)) })
     }

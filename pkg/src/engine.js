@@ -67,10 +67,10 @@ export class Engine {
   /**
    * `source`: a Hugging Face id, a folder URL (string or URL), File[] or a
    * FileSystemDirectoryHandle. Options: weights ("q4" default; "f16"/"f32" only for original
-   * safetensors read directly), contextLength, shardMiB (in-browser quantization), onProgress,
-   * signal.
+   * safetensors read directly), contextLength, shardMiB (in-browser quantization), warmUp
+   * (default true), onProgress, signal.
    */
-  static async load(source, { weights = "q4", contextLength, shardMiB, onProgress, signal } = {}) {
+  static async load(source, { weights = "q4", contextLength, shardMiB, warmUp = true, onProgress, signal } = {}) {
     signal?.throwIfAborted();
     await initWasm();
     let folder;
@@ -91,7 +91,7 @@ export class Engine {
         signal?.throwIfAborted();
         onProgress?.({ phase: p.phase, loaded: p.done, total: p.total, file: p.file });
       };
-      const wasm = await WasmEngine.load(folder, { weights, ...(contextLength ? { contextLength } : {}), onProgress: progress });
+      const wasm = await WasmEngine.load(folder, { weights, warmUp, ...(contextLength ? { contextLength } : {}), onProgress: progress });
       if (signal?.aborted) {
         wasm.free();
         signal.throwIfAborted();

@@ -22,8 +22,7 @@ test("package chat ids equal `qwen3-vl run --greedy --json` on the tiny checkpoi
   const page = await openPage(env.browser.context, env.server.url + "tests/browser/blank.html");
   const got = await page.evaluate(async ({ entry, model, image, prompt, maxNewTokens }) => {
     const { Qwen3VL } = await import(entry);
-    const m = await Qwen3VL.load(model);
-    const ask = async (img) => {
+    const ask = async (m, img) => {
       const chat = m.chat([{ role: "user", content: [{ type: "image", image: img }, { type: "text", text: prompt }] }],
         { greedy: true, maxNewTokens });
       let streamed = "";
@@ -32,13 +31,21 @@ test("package chat ids equal `qwen3-vl run --greedy --json` on the tiny checkpoi
       await m.reset();
       return { ids: r.ids, text: r.text, streamed, stop: r.stop, timings: r.timings };
     };
-    const byUrl = await ask(image);
-    const byBlob = await ask(await (await fetch(image)).blob());
+    const phases = [];
+    const m = await Qwen3VL.load(model, { onProgress: (p) => phases.push(p.phase) });
+    const byUrl = await ask(m, image);
+    const byBlob = await ask(m, await (await fetch(image)).blob());
     await m.unload();
-    return { byUrl, byBlob };
+    // The warm-up (phase "compile") answers a question and forgets it: a cold engine agrees.
+    const cold = await Qwen3VL.load(model, { warmUp: false });
+    const coldEngine = await ask(cold, image);
+    await cold.unload();
+    return { byUrl, byBlob, coldEngine, compiled: phases.includes("compile") };
   }, { entry: env.server.url + entry, model: env.server.url + tiny.q4, image: env.server.url + imageFile, prompt, maxNewTokens });
 
-  for (const [how, r] of Object.entries(got)) {
+  const { compiled, ...answers } = got;
+  assert.ok(compiled, "the load reported no compile phase");
+  for (const [how, r] of Object.entries(answers)) {
     console.log(`browser (${how}): ${JSON.stringify(r.ids)} ${JSON.stringify(r.text)} ${JSON.stringify(r.timings)}`);
     assert.deepEqual(r.ids, native.ids, `image ${how}: browser greedy ids differ from the CLI's`);
     assert.equal(r.text, native.text, `image ${how}: text differs from the CLI's`);
