@@ -120,10 +120,7 @@ fn read_file(path: &Path) -> Result<Vec<u8>> {
 }
 
 fn image_processor(dir: &Path) -> Result<ImageProcessor> {
-    match std::fs::read_to_string(dir.join("preprocessor_config.json")) {
-        Ok(json) => ImageProcessor::from_config_json(&json).map_err(|e| e.to_string()),
-        Err(_) => Ok(ImageProcessor::default()),
-    }
+    request::image_processor(folder_file(dir)).map_err(|e| e.to_string())
 }
 
 fn images(args: &Args, processor: &ImageProcessor) -> Result<Vec<VisionInput>> {
@@ -152,11 +149,15 @@ fn video(dir: &Path, fps: f64) -> Result<Video> {
 }
 
 fn processor(dir: &Path) -> Result<Qwen3VLProcessor> {
-    request::processor(|name| match dir.join(name) {
+    request::processor(folder_file(dir)).map_err(|e| e.to_string())
+}
+
+/// `request`'s reader for a folder on disk: a file's bytes, or `None` when it has no such file.
+fn folder_file(dir: &Path) -> impl FnMut(&str) -> Result<Option<Vec<u8>>> + '_ {
+    move |name| match dir.join(name) {
         path if path.is_file() => read_file(&path).map(Some),
         _ => Ok(None),
-    })
-    .map_err(|e| e.to_string())
+    }
 }
 
 fn run(argv: &[String]) -> Result<()> {

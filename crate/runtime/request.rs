@@ -21,19 +21,33 @@ pub const DEFAULT_MAX_NEW_TOKENS: usize = 512;
 pub fn processor<E: std::fmt::Display>(
     mut read: impl FnMut(&str) -> Result<Option<Vec<u8>>, E>,
 ) -> Result<Qwen3VLProcessor, RuntimeError> {
-    let mut read_text = |name: &str| -> Result<Option<String>, RuntimeError> {
-        let bytes = read(name).map_err(|e| RuntimeError::Config(format!("{name}: {e}")))?;
-        bytes.map(|b| String::from_utf8(b).map_err(|e| RuntimeError::Config(format!("{name}: {e}")))).transpose()
-    };
-    let tokenizer = read_text("tokenizer.json")?.ok_or_else(|| RuntimeError::Tokenizer("the model folder has no tokenizer.json".into()))?;
+    let tokenizer = read_text(&mut read, "tokenizer.json")?
+        .ok_or_else(|| RuntimeError::Tokenizer("the model folder has no tokenizer.json".into()))?;
     let mut p = Qwen3VLProcessor::from_tokenizer_json(tokenizer.as_bytes())?;
-    if let Some(json) = read_text("preprocessor_config.json")? {
-        p.image_processor = ImageProcessor::from_config_json(&json)?;
-    }
-    if let Some(json) = read_text("video_preprocessor_config.json")? {
+    p.image_processor = image_processor(&mut read)?;
+    if let Some(json) = read_text(&mut read, "video_preprocessor_config.json")? {
         p.video_processor = VideoProcessor::from_config_json(&json)?;
     }
     Ok(p)
+}
+
+/// The image processor of a model folder read through `read` (as [`processor`]), for callers that
+/// need no tokenizer.
+pub fn image_processor<E: std::fmt::Display>(
+    mut read: impl FnMut(&str) -> Result<Option<Vec<u8>>, E>,
+) -> Result<ImageProcessor, RuntimeError> {
+    match read_text(&mut read, "preprocessor_config.json")? {
+        Some(json) => ImageProcessor::from_config_json(&json),
+        None => Ok(ImageProcessor::default()),
+    }
+}
+
+fn read_text<E: std::fmt::Display>(
+    read: &mut impl FnMut(&str) -> Result<Option<Vec<u8>>, E>,
+    name: &str,
+) -> Result<Option<String>, RuntimeError> {
+    let bytes = read(name).map_err(|e| RuntimeError::Config(format!("{name}: {e}")))?;
+    bytes.map(|b| String::from_utf8(b).map_err(|e| RuntimeError::Config(format!("{name}: {e}")))).transpose()
 }
 
 /// A video as a face receives it.
