@@ -88,7 +88,7 @@ export interface ChatOptions extends GenerationOptions {
 export interface ChatResult {
   ids: number[];
   text: string;
-  stop: "eos" | "length" | "cancelled";
+  stop: "stop" | "length" | "cancelled" | "context_full";
   promptTokens: number;
   timings: { timeToFirstTokenMs: number; prefillTokensPerS: number; decodeTokensPerS: number; totalMs: number };
 }

@@ -404,7 +404,7 @@ function statsLine(result, wall) {
     if (Number.isFinite(t.prefillTokensPerS)) parts.push(`prefill ${t.prefillTokensPerS.toFixed(1)} tok/s`);
     if (Number.isFinite(t.decodeTokensPerS)) parts.push(`${t.decodeTokensPerS.toFixed(1)} tok/s`);
     if (result.ids) parts.push(`${result.ids.length} tokens`);
-    if (result.stop && result.stop !== "eos") parts.push(result.stop === "length" ? "hit max tokens" : result.stop);
+    if (result.stop && result.stop !== "stop") parts.push({ length: "hit max tokens", context_full: "context full" }[result.stop] ?? result.stop);
     return parts.join(" · ");
 }
 

@@ -240,19 +240,20 @@ fn run(argv: &[String]) -> Result<()> {
     let decode_tps = (ids.len().saturating_sub(1)) as f64 / first.map_or(1e-9, |f| (end - f).as_secs_f64().max(1e-9));
     if json {
         let out = serde_json::json!({
-            "ids": ids, "text": text, "stop": format!("{stop:?}"), "prompt_tokens": prompt.input_ids.len(),
+            "ids": ids, "text": text, "stop": stop.reason(), "prompt_tokens": prompt.input_ids.len(),
             "time_to_first_token_s": ttft, "prefill_tokens_per_s": prefill_tps, "decode_tokens_per_s": decode_tps,
         });
         println!("{out}");
     } else {
         println!();
         eprintln!(
-            "time to first token {:.3} s · prefill {:.1} tok/s ({} tokens) · decode {:.1} tok/s ({} tokens, {stop:?})",
+            "time to first token {:.3} s · prefill {:.1} tok/s ({} tokens) · decode {:.1} tok/s ({} tokens, {})",
             ttft,
             prefill_tps,
             prompt.input_ids.len(),
             decode_tps,
-            ids.len()
+            ids.len(),
+            stop.reason()
         );
     }
     Ok(())

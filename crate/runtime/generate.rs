@@ -58,6 +58,19 @@ pub enum Stop {
     ContextFull,
 }
 
+impl Stop {
+    /// The one name every face reports: OpenAI's `finish_reason` (`stop`, `length`) plus
+    /// `cancelled` and `context_full`.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Stop::Eos => "stop",
+            Stop::MaxTokens => "length",
+            Stop::Cancelled => "cancelled",
+            Stop::ContextFull => "context_full",
+        }
+    }
+}
+
 /// Generates from `logits` (the prefill's) until a stop; `on_token` gets each id and returns
 /// false to cancel. Returns the generated ids (the eos included) and why it stopped.
 pub async fn generate<G: Deref<Target = Gpu>, M: Deref<Target = Qwen3VL>>(

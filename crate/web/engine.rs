@@ -11,7 +11,7 @@ use crate::gpu::{Gpu, Profile};
 use crate::kernels::quant::Format;
 use crate::model::{GenerationConfig, ModelError, ModelFolder, Qwen3VL};
 use crate::runtime::request::{self, ChatOptions, Request};
-use crate::runtime::{generate, Content, Message, Qwen3VLProcessor, RgbImage, Session, Stop, TextStream};
+use crate::runtime::{generate, Content, Message, Qwen3VLProcessor, RgbImage, Session, TextStream};
 
 use super::convert::{chat_options, conversation};
 use super::folder::Folder;
@@ -194,7 +194,7 @@ async fn chat(inner: &mut Inner, messages: &JsValue, options: &JsValue, on_token
     let result = serde_json::json!({
         "ids": out,
         "text": text,
-        "stop": match stop { Stop::Eos => "eos", Stop::MaxTokens | Stop::ContextFull => "length", Stop::Cancelled => "cancelled" },
+        "stop": stop.reason(),
         "promptTokens": ids.len(),
         "timings": {
             "timeToFirstTokenMs": ttft,
