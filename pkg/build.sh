@@ -15,7 +15,7 @@ if [ "${QWEN3VL_WASM_FALLBACK:-}" = 1 ]; then
 else
     cargo build --lib --release --target $target
 fi
-wasm="target/$target/release/qwen3_vl_webgpu.wasm"
+wasm="${CARGO_TARGET_DIR:-target}/$target/release/qwen3_vl_webgpu.wasm"
 
 out=pkg/dist/wasm
 rm -rf "$out"

@@ -3,7 +3,7 @@
 // the tiny model folder with its pre-quantized shards. A missing piece throws, naming its maker.
 import { execFileSync } from "node:child_process";
 import { readdirSync, readFileSync, rmSync, mkdirSync, existsSync } from "node:fs";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import { need, repoRoot } from "./harness.mjs";
 
 /** The wasm-bindgen glue (`--target web`) under pkg/dist, as a path relative to the repo root. */
@@ -38,7 +38,7 @@ export const imageFile = "tests/fixtures/image_64x48.png";
 /** The native CLI, built by `cargo test` / `cargo build --bin qwen3-vl` (debug: the tiny model is fast either way). */
 export function cli() {
   execFileSync("cargo", ["build", "--quiet", "--bin", "qwen3-vl"], { cwd: repoRoot, stdio: "inherit" });
-  return join(repoRoot, "target/debug/qwen3-vl");
+  return join(process.env.CARGO_TARGET_DIR ? resolve(repoRoot, process.env.CARGO_TARGET_DIR) : join(repoRoot, "target"), "debug/qwen3-vl");
 }
 
 /** Shard size of the tiny model's int4 folder: 64 KiB, so its ~211 KB come in several shards and resuming is exercised across shards. */
