@@ -3,7 +3,7 @@
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use wgpu::util::DeviceExt;
 
@@ -33,8 +33,9 @@ pub struct Tensor {
     pub buffer: wgpu::Buffer,
     pub shape: Vec<usize>,
     pub dtype: DType,
-    /// Shared by views; the buffer's bytes leave the device's count when the last one drops.
-    _alloc: Arc<Allocation>,
+    /// Shared by views; the buffer's bytes leave the device's count (or go back to their
+    /// arena) when the last one drops.
+    pub(super) _alloc: Arc<Allocation>,
 }
 
 /// Bytes of tensor storage alive on a device now, and the most ever alive at once.
@@ -57,22 +58,37 @@ impl MemoryCounter {
     }
 }
 
-struct Allocation {
-    bytes: u64,
-    counter: Arc<MemoryCounter>,
+impl MemoryCounter {
+    pub(super) fn add(&self, bytes: u64) {
+        let live = self.live.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        self.peak.fetch_max(live, Ordering::Relaxed);
+    }
+    pub(super) fn sub(&self, bytes: u64) {
+        self.live.fetch_sub(bytes, Ordering::Relaxed);
+    }
+}
+
+/// A tensor's claim on its buffer. The bytes stay counted while an arena ([`super::Arena`])
+/// holds the buffer for reuse: the last view's drop hands it back there instead.
+pub(super) struct Allocation {
+    pub(super) bytes: u64,
+    pub(super) counter: Arc<MemoryCounter>,
+    pub(super) home: Option<(Weak<super::arena::Pool>, wgpu::Buffer)>,
 }
 
 impl Allocation {
     fn new(counter: &Arc<MemoryCounter>, bytes: u64) -> Arc<Allocation> {
-        let live = counter.live.fetch_add(bytes, Ordering::Relaxed) + bytes;
-        counter.peak.fetch_max(live, Ordering::Relaxed);
-        Arc::new(Allocation { bytes, counter: counter.clone() })
+        counter.add(bytes);
+        Arc::new(Allocation { bytes, counter: counter.clone(), home: None })
     }
 }
 
 impl Drop for Allocation {
     fn drop(&mut self) {
-        self.counter.live.fetch_sub(self.bytes, Ordering::Relaxed);
+        match self.home.take().and_then(|(pool, buffer)| Some((pool.upgrade()?, buffer))) {
+            Some((pool, buffer)) => pool.give_back(buffer),
+            None => self.counter.sub(self.bytes),
+        }
     }
 }
 
@@ -96,7 +112,7 @@ impl Tensor {
     }
 }
 
-const STORAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
+pub(super) const STORAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
     .union(wgpu::BufferUsages::COPY_SRC)
     .union(wgpu::BufferUsages::COPY_DST);
 
@@ -105,7 +121,7 @@ pub const POISON: u32 = 0xFFFF_FFFF;
 
 impl Gpu {
     /// Bytes of a buffer for `shape` (never zero: WebGPU rejects empty bindings).
-    fn buffer_size(&self, dtype: DType, shape: &[usize]) -> Result<u64, GpuError> {
+    pub(super) fn buffer_size(&self, dtype: DType, shape: &[usize]) -> Result<u64, GpuError> {
         let size = dtype.bytes(shape.iter().product()).max(4);
         let limit = self.caps.limits.max_buffer_size;
         if size > limit {
@@ -192,5 +208,5 @@ pub fn row_chunks(rows: usize, row_bytes: u64, limit: u64) -> Result<Vec<Range<u
     if per == 0 {
         return Err(GpuError::TooLarge { what: "one tensor row".into(), bytes: row_bytes, limit });
     }
-    Ok((0..rows).step_by(per).map(|r0| r0..(r0 + per).min(rows)).collect())
+    Ok(super::rows::spans(rows, per).collect())
 }

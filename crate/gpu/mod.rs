@@ -1,12 +1,17 @@
-//! The GPU core: device and capability profile, buffers (split under binding limits),
-//! pipelines built from WGSL with run-time variants, and command encoding. Knows no models.
+//! The GPU core: device and capability profile, buffers (split by rows under binding limits,
+//! and kept in arenas for reuse), pipelines built from WGSL with run-time variants, and
+//! command encoding. Knows no models.
 
+mod arena;
 mod buffer;
 mod context;
 mod encode;
 mod pipeline;
+mod rows;
 
+pub use arena::Arena;
 pub use buffer::{row_chunks, DType, MemoryCounter, Tensor, POISON};
+pub use rows::{spans, RowPart, RowSplit};
 pub use context::{Caps, Gpu, Profile};
 pub use encode::{grid, Encoder, Timer, MAX_GROUPS_PER_DIM};
 pub use pipeline::{preprocess, specialise, Kernel, KernelKey};
