@@ -3,7 +3,7 @@
 
 use std::ops::{Deref, Range};
 
-use crate::gpu::{DType, Encoder, Gpu, Tensor};
+use crate::gpu::{spans, DType, Encoder, Gpu, RowSplit, Tensor};
 use crate::kernels::quant::Format;
 use crate::kernels::sample::{argmax, sample, seen_words, History, SampleParams};
 use crate::model::{ModelError, Qwen3VL, TextState, VisualInput};
@@ -80,6 +80,7 @@ impl<G: Deref<Target = Gpu>, M: Deref<Target = Qwen3VL>> Session<G, M> {
     /// computed, and the vision tower runs only on the inputs whose pad tokens are new.
     /// Returns the logits of the last position, or of every new position with `all_logits` (as
     /// long as they fit one binding; [`Session::prefill_hidden_states`] takes any length).
+    /// Any prompt up to the capacity and any image runs: both go through the GPU in chunks.
     pub fn prefill(
         &mut self,
         input_ids: &[u32],
@@ -90,13 +91,15 @@ impl<G: Deref<Target = Gpu>, M: Deref<Target = Qwen3VL>> Session<G, M> {
         all_logits: bool,
     ) -> Result<Tensor, ModelError> {
         let hidden = self.prefill_hidden_states(input_ids, positions, rope_delta, images, videos, all_logits)?;
-        self.logits(&hidden, 0..hidden.shape[0])
+        self.logits(&hidden, 0..hidden.rows)
     }
 
     /// [`Session::prefill`] up to the head: the final-normed hidden states of the last
     /// position, or of every new position with `all_positions`, for [`Session::logits`] to
     /// turn into logits a chunk of rows at a time (`TextModel::logits_chunks`): a real
-    /// vocabulary's logits fill a 128 MiB binding in ~220 positions.
+    /// vocabulary's logits fill a 128 MiB binding in ~220 positions. The new tokens run in the
+    /// text model's chunks; the vision tower runs on each new image or video just before the
+    /// first chunk holding its tokens, and its features go once the last such chunk is recorded.
     pub fn prefill_hidden_states(
         &mut self,
         input_ids: &[u32],
@@ -105,7 +108,7 @@ impl<G: Deref<Target = Gpu>, M: Deref<Target = Qwen3VL>> Session<G, M> {
         images: &[VisionInput],
         videos: &[VisionInput],
         all_positions: bool,
-    ) -> Result<Tensor, ModelError> {
+    ) -> Result<RowSplit, ModelError> {
         let c = &self.model.config;
         let vocab = c.text_config.vocab_size;
         if let Some(&bad) = input_ids.iter().find(|&&t| t as usize >= vocab) {
@@ -129,25 +132,33 @@ impl<G: Deref<Target = Gpu>, M: Deref<Target = Qwen3VL>> Session<G, M> {
             }
         }
         let new = &input_ids[past..];
-        let run: Vec<&VisionInput> = images.iter().zip(&image_spans).chain(videos.iter().zip(&video_spans))
-            .filter(|(_, s)| s.first >= past).map(|(v, _)| v).collect();
-        // Rows of the new part that take vision features, in the tower's output order:
-        // images then videos, each in sequence order.
-        let rows_of = |id: u32| new.iter().enumerate().filter(move |(_, &t)| t == id).map(|(i, _)| i as u32);
-        let pos: Vec<u32> = rows_of(c.image_token_id).chain(rows_of(c.video_token_id)).collect();
+        // The new images and videos in prompt order, each with the rows of `new` its pads hold.
+        let mut todo: Vec<(Vec<u32>, &VisionInput)> = [(c.image_token_id, images, &image_spans), (c.video_token_id, videos, &video_spans)]
+            .into_iter()
+            .flat_map(|(id, inputs, spans)| inputs.iter().zip(spans).map(move |(v, s)| (id, v, s)))
+            .filter(|(_, _, s)| s.first >= past)
+            .map(|(id, v, s)| ((s.first..s.end).filter(|&i| input_ids[i] == id).map(|i| (i - past) as u32).collect(), v))
+            .collect();
+        todo.sort_by_key(|(rows, _)| rows.first().copied());
+        let mut todo = todo.into_iter().peekable();
         let rows: Vec<[u32; 3]> = (past..input_ids.len()).map(|i| [positions[0][i], positions[1][i], positions[2][i]]).collect();
-        let gpu = &*self.gpu;
+        let (gpu, text) = (&*self.gpu, &self.model.language_model);
         let mut enc = Encoder::new(gpu);
-        let visual = if run.is_empty() {
-            None
-        } else {
-            let pixels: Vec<f32> = run.iter().flat_map(|v| v.pixel_values.iter().copied()).collect();
-            let grids: Vec<[usize; 3]> = run.iter().map(|v| v.grid_thw).collect();
-            Some((self.model.visual.forward(&mut enc, &pixels, &grids)?, gpu.upload_u32(&pos, &[pos.len()])?))
-        };
-        let visual_input = visual.as_ref().map(|(out, positions)| VisualInput { positions, embeds: &out.embeds, deepstack: &out.deepstack });
-        let hidden = self.model.language_model.hidden_states(&mut enc, &self.state, new, &rows, past, visual_input.as_ref(), all_positions)?;
+        let mut visual: Vec<VisualInput> = Vec::new();
+        let mut parts = Vec::new();
+        for chunk in spans(new.len(), text.chunk_rows()) {
+            while let Some((at, input)) = todo.next_if(|(at, _)| at.first().is_some_and(|&r| (r as usize) < chunk.end)) {
+                let features = self.model.visual.forward(&mut enc, &input.pixel_values, &[input.grid_thw])?;
+                visual.push(VisualInput { rows: at, features });
+            }
+            visual.retain(|v| v.rows.iter().any(|&r| r as usize >= chunk.start));
+            parts.extend(text.prefill_chunk(&mut enc, &self.state, new, &rows, past, chunk, &visual, all_positions)?);
+            enc.flush();
+        }
+        drop(visual);
+        let hidden = RowSplit::from_parts(c.text_config.hidden_size, parts);
         enc.submit();
+        self.state.trim();
         self.tokens.truncate(past);
         self.tokens.extend_from_slice(new);
         self.answer_start = self.tokens.len();
@@ -157,7 +168,7 @@ impl<G: Deref<Target = Gpu>, M: Deref<Target = Qwen3VL>> Session<G, M> {
 
     /// The logits, `[rows.len(), vocab]`, of rows `rows` of `hidden` (from
     /// [`Session::prefill_hidden_states`]).
-    pub fn logits(&self, hidden: &Tensor, rows: Range<usize>) -> Result<Tensor, ModelError> {
+    pub fn logits(&self, hidden: &RowSplit, rows: Range<usize>) -> Result<Tensor, ModelError> {
         let mut enc = Encoder::new(&self.gpu);
         let logits = self.model.language_model.lm_head(&mut enc, hidden, rows)?;
         enc.submit();
