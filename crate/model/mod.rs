@@ -32,7 +32,7 @@ pub use config::{GenerationConfig, PreprocessorConfig, Qwen3VLConfig, Qwen3VLTex
 pub use quantized::Manifest;
 pub use safetensors::{Checkpoint, ConcatSource, Dtype, FileSource, MemSource, SafetensorsFile, Source, TensorInfo};
 pub use qwen3_vl::Qwen3VL;
-pub use text::{TextModel, TextState, VisualInput};
+pub use text::{TextInput, TextModel, TextState, VisualInput};
 pub use vision::{VisionModel, VisionOutput};
 pub use weights::{expected_tensors, is_matrix, validate, Report, Weights};
 

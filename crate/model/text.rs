@@ -50,6 +50,16 @@ pub struct VisualInput {
     pub features: VisionOutput,
 }
 
+/// The tokens of one call: `ids` (already validated < vocab) with their M-RoPE `positions`
+/// (t, h, w per token) at cache positions `past..`, and the visual features their rows take.
+#[derive(Clone, Copy)]
+pub struct TextInput<'a> {
+    pub ids: &'a [u32],
+    pub positions: &'a [[u32; 3]],
+    pub past: usize,
+    pub visual: &'a [VisualInput],
+}
+
 /// The caches and scratch a conversation keeps between calls.
 pub struct TextState {
     pub caches: Vec<KvCache>,
@@ -163,32 +173,22 @@ impl TextModel {
         visual: &[VisualInput],
         all_positions: bool,
     ) -> Result<RowSplit, ModelError> {
+        let input = TextInput { ids, positions, past, visual };
         let mut parts = Vec::new();
         for rows in spans(ids.len(), self.chunk_rows) {
-            parts.extend(self.prefill_chunk(enc, state, ids, positions, past, rows, visual, all_positions)?);
+            parts.extend(self.prefill_chunk(enc, state, &input, rows, all_positions)?);
         }
         Ok(RowSplit::from_parts(self.config.hidden_size, parts))
     }
 
-    /// Positions `rows` (at most [`TextModel::chunk_rows`]) of the call's `ids`, which start at
-    /// cache position `past`: writes their keys and values into the caches (earlier chunks
-    /// must be recorded already) and returns their final-normed hidden states with
-    /// `all_positions`, the last position's when `rows` ends the call, else nothing. The
-    /// `visual` rows that fall in the chunk take their features.
-    #[allow(clippy::too_many_arguments)]
-    pub fn prefill_chunk(
-        &self,
-        enc: &mut Encoder,
-        state: &TextState,
-        ids: &[u32],
-        positions: &[[u32; 3]],
-        past: usize,
-        rows: Range<usize>,
-        visual: &[VisualInput],
-        all_positions: bool,
-    ) -> Result<Option<Tensor>, ModelError> {
+    /// Positions `rows` (at most [`TextModel::chunk_rows`]) of the call's tokens: writes their
+    /// keys and values into the caches (earlier chunks must be recorded already) and returns
+    /// their final-normed hidden states with `all_positions`, the last position's when `rows`
+    /// ends the call, else nothing. The visual rows that fall in the chunk take their features.
+    pub fn prefill_chunk(&self, enc: &mut Encoder, state: &TextState, input: &TextInput, rows: Range<usize>, all_positions: bool) -> Result<Option<Tensor>, ModelError> {
         let gpu = enc.gpu;
         let c = &self.config;
+        let TextInput { ids, positions, past, visual } = *input;
         assert_eq!(positions.len(), ids.len(), "one position per token");
         assert!(rows.start < rows.end && rows.end <= ids.len() && rows.len() <= self.chunk_rows, "chunk {rows:?} of {} ids", ids.len());
         let last = rows.end == ids.len();

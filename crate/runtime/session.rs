@@ -6,7 +6,7 @@ use std::ops::{Deref, Range};
 use crate::gpu::{spans, DType, Encoder, Gpu, RowSplit, Tensor};
 use crate::kernels::quant::Format;
 use crate::kernels::sample::{argmax, sample, seen_words, History, SampleParams};
-use crate::model::{ModelError, Qwen3VL, TextState, VisualInput};
+use crate::model::{ModelError, Qwen3VL, TextInput, TextState, VisualInput};
 use crate::runtime::VisionInput;
 
 /// `G` and `M` are handles to the device and the model: plain references natively, `Rc`s where
@@ -142,6 +142,8 @@ impl<G: Deref<Target = Gpu>, M: Deref<Target = Qwen3VL>> Session<G, M> {
         todo.sort_by_key(|(rows, _)| rows.first().copied());
         let mut todo = todo.into_iter().peekable();
         let rows: Vec<[u32; 3]> = (past..input_ids.len()).map(|i| [positions[0][i], positions[1][i], positions[2][i]]).collect();
+        // Chunks reach the GPU as they are recorded: from here on the cache holds only the prefix.
+        self.tokens.truncate(past);
         let (gpu, text) = (&*self.gpu, &self.model.language_model);
         let mut enc = Encoder::new(gpu);
         let mut visual: Vec<VisualInput> = Vec::new();
@@ -152,14 +154,14 @@ impl<G: Deref<Target = Gpu>, M: Deref<Target = Qwen3VL>> Session<G, M> {
                 visual.push(VisualInput { rows: at, features });
             }
             visual.retain(|v| v.rows.iter().any(|&r| r as usize >= chunk.start));
-            parts.extend(text.prefill_chunk(&mut enc, &self.state, new, &rows, past, chunk, &visual, all_positions)?);
+            let input = TextInput { ids: new, positions: &rows, past, visual: &visual };
+            parts.extend(text.prefill_chunk(&mut enc, &self.state, &input, chunk, all_positions)?);
             enc.flush();
         }
         drop(visual);
         let hidden = RowSplit::from_parts(c.text_config.hidden_size, parts);
         enc.submit();
         self.state.trim();
-        self.tokens.truncate(past);
         self.tokens.extend_from_slice(new);
         self.answer_start = self.tokens.len();
         self.rope_delta = rope_delta;
