@@ -10,13 +10,15 @@ use qwen3_vl_webgpu::runtime::request::{ChatOptions, Request, Video};
 use qwen3_vl_webgpu::runtime::{generate, Content, Message, RgbImage, Session, TextStream};
 
 use crate::common::{self, decode_file, Result, Weights};
+use crate::hub;
 
 /// Answer a prompt about images or a video.
 #[derive(clap::Args)]
 pub struct Args {
-    /// Model folder (Hugging Face layout, or written by `quantize`).
-    #[arg(long, value_name = "DIR")]
-    model: PathBuf,
+    /// Model folder (Hugging Face layout, or written by `quantize`) or Hugging Face id
+    /// (owner/name[@revision], fetched into the Hugging Face cache).
+    #[arg(long, value_name = "DIR|ID", default_value = hub::DEFAULT_MODEL)]
+    model: String,
     /// An image file (PNG or JPEG); repeat for several.
     #[arg(long, value_name = "FILE")]
     image: Vec<PathBuf>,
@@ -71,7 +73,8 @@ fn video(dir: &Path, fps: f64) -> Result<Video> {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let proc = common::processor(&args.model)?;
+    let dir = hub::model_dir(&args.model)?;
+    let proc = common::processor(&dir)?;
     let images: Vec<RgbImage> = args.image.iter().map(|f| decode_file(f)).collect::<Result<_>>()?;
     let videos = match (&args.video, args.fps) {
         (Some(v), Some(fps)) => vec![video(v, fps)?],
@@ -96,7 +99,7 @@ pub fn run(args: Args) -> Result<()> {
     };
 
     let gpu = &common::gpu()?;
-    let (folder, model) = common::load(&args.model, args.weights, gpu)?;
+    let (folder, model) = common::load(&dir, args.weights, gpu)?;
     let req = Request::new(&proc, &messages, &images, &videos, &options, &folder.generation).map_err(|e| e.to_string())?;
     let (prompt, opts) = (&req.prompt, &req.options);
     let mut session = Session::new(gpu, &model, req.capacity()).map_err(|e| e.to_string())?;
