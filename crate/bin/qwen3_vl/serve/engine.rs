@@ -55,6 +55,7 @@ pub fn serve(gpu: &Gpu, model: &Qwen3VL, proc: Arc<Qwen3VLProcessor>, context: u
 /// one-line summary for the log.
 fn answer(session: &mut Session<&Gpu, &Qwen3VL>, proc: &Qwen3VLProcessor, job: &Job) -> Result<String, String> {
     let (prompt, req) = (&job.request.prompt, &job.request);
+    // Prompt tokens already in the cache (prefill recomputes at least the last one).
     let cached = session.cached_prefix(&prompt.input_ids);
     let logits = session
         .prefill(&prompt.input_ids, &prompt.rope.position_ids, prompt.rope.rope_delta, &req.images, &req.videos, false)
