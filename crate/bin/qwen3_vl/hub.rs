@@ -69,12 +69,10 @@ impl Env {
 /// The local folder of `--model`: a folder on disk as it is, else a Hugging Face id whose files
 /// are fetched into (or, offline, found in) the cache.
 pub fn model_dir(spec: &str) -> Result<PathBuf> {
+    // Not an id: a folder, whose loader names what is missing.
     let path = Path::new(spec);
-    if path.is_dir() {
+    let Some((id, revision)) = parse_id(spec).filter(|_| !path.is_dir()) else {
         return Ok(path.to_path_buf());
-    }
-    let Some((id, revision)) = parse_id(spec) else {
-        return Err(format!("{spec}: no such model folder, nor a Hugging Face id (owner/name[@revision])"));
     };
     let env = Env::read()?;
     let repo_dir = env.cache.join(format!("models--{}", id.replace('/', "--")));
