@@ -47,4 +47,8 @@ pub enum RuntimeError {
     Placeholders(String),
     #[error("{0}")]
     Options(String),
+    #[error("a budget of {max_pixels} pixels is below the processor's minimum of {min_pixels}")]
+    Budget { max_pixels: usize, min_pixels: usize },
+    #[error("the prompt needs {prompt} tokens but the context holds {capacity}")]
+    Capacity { prompt: usize, capacity: usize },
 }
