@@ -19,7 +19,8 @@ pub struct Qwen3VL {
 impl Qwen3VL {
     /// Checks every tensor against the config, then uploads: large matrices in `format`,
     /// norms, biases and the position table in f32 (small, and exact). A pre-quantized folder
-    /// loads only as `Format::Q4`, its int4 words uploaded as stored.
+    /// loads only as `Format::Q4`, its int4 words uploaded as stored and its shards' sha256
+    /// checked as they are read (in the order the writer stored them: text, then vision).
     pub fn load(gpu: &Gpu, folder: &ModelFolder, format: Format) -> Result<Self, ModelError> {
         let config = folder.config.clone();
         if format != Format::Q4 && is_quantized(&folder.checkpoint) {
@@ -27,8 +28,9 @@ impl Qwen3VL {
         }
         validate(&config, &folder.checkpoint)?;
         let w = Weights::new(&folder.checkpoint);
-        let visual = VisionModel::load(gpu, &w.pp("model.visual"), &config.vision_config, format)?;
         let language_model = TextModel::load(gpu, &w, &config.text_config, config.tie_word_embeddings, format)?;
+        let visual = VisionModel::load(gpu, &w.pp("model.visual"), &config.vision_config, format)?;
+        folder.checkpoint.finish()?;
         Ok(Qwen3VL { config, visual, language_model, format })
     }
 }
