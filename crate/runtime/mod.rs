@@ -47,4 +47,7 @@ pub enum RuntimeError {
     Placeholders(String),
     #[error("{0}")]
     Options(String),
+    /// Sizes out of range, or buffers past the host-memory budget (`preprocess::HOST_BUDGET`).
+    #[error("{0}")]
+    Size(String),
 }
