@@ -138,14 +138,21 @@ impl Manifest {
 }
 
 impl Entry {
-    fn check(&self, bytes: u64, sha256: &str) -> Result<(), LoadError> {
+    /// What differs from the entry, if anything.
+    fn differs(&self, bytes: u64, sha256: &str) -> Option<String> {
         if bytes != self.bytes {
-            return Err(manifest_err(&self.name, format!("has {bytes} bytes, the manifest says {}", self.bytes)));
+            return Some(format!("has {bytes} bytes, the manifest says {}", self.bytes));
         }
-        if sha256 != self.sha256 {
-            return Err(manifest_err(&self.name, format!("has sha256 {sha256}, the manifest says {}", self.sha256)));
-        }
-        Ok(())
+        (sha256 != self.sha256).then(|| format!("has sha256 {sha256}, the manifest says {}", self.sha256))
+    }
+
+    fn check(&self, bytes: u64, sha256: &str) -> Result<(), LoadError> {
+        self.differs(bytes, sha256).map_or(Ok(()), |reason| Err(manifest_err(&self.name, reason)))
+    }
+
+    /// The size alone, before anything is hashed.
+    fn check_size(&self, bytes: u64) -> Result<(), LoadError> {
+        self.check(bytes, &self.sha256)
     }
 }
 
@@ -172,9 +179,7 @@ pub(crate) fn checkpoint(
     let mut parts = Vec::with_capacity(manifest.shards.len());
     for e in &manifest.shards {
         let src = open(&e.name)?.ok_or_else(|| missing_file(&e.name))?;
-        if src.len() != e.bytes {
-            return Err(manifest_err(&e.name, format!("has {} bytes, the manifest says {}", src.len(), e.bytes)));
-        }
+        e.check_size(src.len())?;
         let hashing = Mutex::new(Hashing { sha: Sha256::new(), front: 0, verdict: None });
         parts.push((e.name.clone(), Box::new(Verified { entry: e.clone(), inner: src, hashing }) as Box<dyn Source>));
     }
@@ -223,7 +228,7 @@ impl Verified {
     fn judge(&self, h: &mut Hashing) -> std::io::Result<()> {
         if h.verdict.is_none() && h.front == self.entry.bytes {
             let got = hex(&std::mem::take(&mut h.sha).finalize());
-            h.verdict = Some(self.entry.check(h.front, &got).map_err(|e| e.to_string()));
+            h.verdict = Some(self.entry.differs(h.front, &got).map_or(Ok(()), Err));
         }
         match &h.verdict {
             Some(Err(e)) => Err(std::io::Error::other(e.clone())),
@@ -460,9 +465,7 @@ pub fn verify(mut open: impl FnMut(&str) -> Result<Option<Box<dyn Source>>, Load
     let manifest = Manifest::from_json(&read_text(src.as_ref(), MANIFEST)?)?;
     for e in manifest.files.iter().chain(&manifest.shards) {
         let src = open(&e.name)?.ok_or_else(|| missing_file(&e.name))?;
-        if src.len() != e.bytes {
-            return Err(manifest_err(&e.name, format!("has {} bytes, the manifest says {}", src.len(), e.bytes)));
-        }
+        e.check_size(src.len())?;
         let mut sha = Sha256::new();
         hash_range(src.as_ref(), 0..e.bytes, &mut sha).map_err(io_err(&e.name))?;
         e.check(e.bytes, &hex(&sha.finalize()))?;
