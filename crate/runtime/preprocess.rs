@@ -93,8 +93,11 @@ pub fn decode_image(bytes: &[u8]) -> Result<RgbImage, RuntimeError> {
 /// `image` crate fills a JPEG cut short with grey, so JPEGs must reach their end marker.
 #[cfg(feature = "decode")]
 pub fn decode_image_within(bytes: &[u8], max_bytes: usize) -> Result<RgbImage, RuntimeError> {
-    use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits};
-    let err = |e: image::ImageError| RuntimeError::Decode(e.to_string());
+    use image::{DynamicImage, ImageDecoder, ImageError, ImageFormat, ImageReader, Limits};
+    let err = |e: ImageError| match e {
+        ImageError::Limits(e) => RuntimeError::Size(format!("the image is past the decoder's limits ({e}): {MAX_SIDE} pixels a side, {max_bytes} bytes")),
+        e => RuntimeError::Decode(e.to_string()),
+    };
     let mut reader = ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| RuntimeError::Decode(e.to_string()))?;
