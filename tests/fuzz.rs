@@ -33,7 +33,7 @@ use qwen3_vl_webgpu::model::{
     expected_tensors, is_matrix, quantized, validate, GenerationConfig, LoadError, MemSource, ModelFolder, Source, Weights,
 };
 use qwen3_vl_webgpu::runtime::preprocess::{decode_image, decode_image_within, ImageProcessor, RgbImage};
-use qwen3_vl_webgpu::runtime::request::{self, ChatOptions, Request, Video};
+use qwen3_vl_webgpu::runtime::request::{self, ChatOptions, Image, Request, Video};
 use qwen3_vl_webgpu::runtime::{Content, Message, Qwen3VLProcessor, RuntimeError, Sampling, VideoProcessor};
 use qwen3_vl_webgpu::testing::Rng;
 use serde_json::Value;
@@ -245,9 +245,14 @@ fn processor(f: &Folder) -> Result<Qwen3VLProcessor, String> {
 /// A chat request with an image and a video through `Request::new`, and the properties of
 /// what it makes.
 fn chat(p: &Qwen3VLProcessor, gen: &GenerationConfig, inputs: &Inputs, fps: f64, options: &ChatOptions) -> Result<(), String> {
+    chat_with(p, gen, inputs, fps, options, None)
+}
+
+fn chat_with(p: &Qwen3VLProcessor, gen: &GenerationConfig, inputs: &Inputs, fps: f64, options: &ChatOptions, image_budget: Option<usize>) -> Result<(), String> {
     let messages = [Message::user(vec![Content::Image, Content::Video, Content::Text("What happens?".into())])];
     let video = Video::Clip { frames: inputs.frames.clone(), fps };
-    let req = Request::new(p, &messages, std::slice::from_ref(&inputs.image), &[video], options, gen).map_err(|e| e.to_string())?;
+    let image = Image { pixels: inputs.image.clone(), max_pixels: image_budget };
+    let req = Request::new(p, &messages, &[image], &[video], options, gen).map_err(|e| e.to_string())?;
     for v in req.images.iter().chain(&req.videos) {
         assert!(v.pixel_values.iter().all(|x| x.is_finite()), "property: non-finite pixel values from grid {:?}", v.grid_thw);
     }
@@ -442,12 +447,14 @@ struct Case {
     image: Option<Vec<u8>>,
     options: ChatOptions,
     fps: f64,
+    /// The image part's own pixel budget.
+    image_budget: Option<usize>,
     /// The change may not load (shard bytes, a header length, a truncated image).
     must_fail: Option<&'static str>,
 }
 
 fn make_case(t: usize, rng: &mut Rng, s: &Seeds) -> Case {
-    let mut c = Case { folder: s.tiny.clone(), image: None, options: ChatOptions::default(), fps: 2.0, must_fail: None };
+    let mut c = Case { folder: s.tiny.clone(), image: None, options: ChatOptions::default(), fps: 2.0, image_budget: None, must_fail: None };
     let json = |rng: &mut Rng, c: &mut Case, name: &str| {
         let bytes = mutate_json(rng, c.folder.get(name).unwrap());
         c.folder.set(name, bytes);
@@ -531,6 +538,8 @@ fn make_case(t: usize, rng: &mut Rng, s: &Seeds) -> Case {
         "options" => {
             let f32s = [0.0, -0.0, -1.0, 1e-45, 1e-7, 0.5, 1.0, 1.5, 1e6, 2e6, f32::MAX, f32::INFINITY, f32::NEG_INFINITY, f32::NAN];
             let f = |rng: &mut Rng| (rng.below(3) > 0).then(|| f32s[rng.below(f32s.len() as u64) as usize]);
+            let pixels = [0, 1, 1023, 1024, 65536, 786_432, 1 << 28, (1 << 28) + 1, usize::MAX];
+            let budget = |rng: &mut Rng| (rng.below(3) == 0).then(|| pixels[rng.below(pixels.len() as u64) as usize]);
             c.options = ChatOptions {
                 max_new_tokens: (rng.below(3) == 0).then(|| [0, 1, 1 << 24, (1 << 24) + 1, usize::MAX][rng.below(5) as usize]),
                 greedy: rng.below(4) == 0,
@@ -540,7 +549,10 @@ fn make_case(t: usize, rng: &mut Rng, s: &Seeds) -> Case {
                 repetition_penalty: f(rng),
                 presence_penalty: f(rng),
                 seed: Some(rng.next_u64()),
+                max_pixels: budget(rng),
+                video_max_pixels: budget(rng),
             };
+            c.image_budget = budget(rng);
             c.fps = [0.0, -0.0, -2.0, 1e-320, 1e-3, 2.0, 24.0, 1e4, 1e5, f64::INFINITY, f64::NAN][rng.below(11) as usize];
         }
         name => json(rng, &mut c, name),
@@ -563,7 +575,7 @@ fn run_case(t: usize, c: &Case, s: &Seeds) -> Result<(), String> {
     let loaded = if model { Some(load_folder(&c.folder)) } else { None };
     if chat_side {
         let gen = generation(&c.folder)?;
-        chat(&processor(&c.folder)?, &gen, &s.inputs, c.fps, &c.options)?;
+        chat_with(&processor(&c.folder)?, &gen, &s.inputs, c.fps, &c.options, c.image_budget)?;
     }
     loaded.map_or(Ok(()), |r| r.map(drop))
 }
@@ -598,7 +610,7 @@ fn dump(t: usize, i: u64, c: &Case) -> std::path::PathBuf {
     if let Some(b) = &c.image {
         let _ = std::fs::write(dir.join("image"), b);
     }
-    let _ = std::fs::write(dir.join("options.txt"), format!("{:?}\nfps {}\n", c.options, c.fps));
+    let _ = std::fs::write(dir.join("options.txt"), format!("{:?}\nfps {}, image budget {:?}\n", c.options, c.fps, c.image_budget));
     dir
 }
 

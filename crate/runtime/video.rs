@@ -7,8 +7,8 @@
 use std::ops::RangeInclusive;
 
 use super::preprocess::{
-    area, blocks, budget, check_aspect, check_budget, int, number, read_size, read_spec, resized, PatchSpec, RgbImage,
-    VisionInput,
+    area, blocks, budget, capped, check_aspect, check_budget, int, number, read_size, read_spec, resized, PatchSpec,
+    RgbImage, VisionInput,
 };
 use super::resize::{resize_bicubic, Resampler};
 use super::RuntimeError;
@@ -89,6 +89,12 @@ impl VideoProcessor {
             Some(x) => x.as_bool().ok_or_else(|| RuntimeError::Config(format!("`cap_pixels_per_frame` must be true or false, not {x}")))?,
         };
         Ok(p)
+    }
+
+    /// This processor with a request's budget for a whole clip (all its frames' pixels, as
+    /// `max_pixels`), which caps the configured one; below the minimum it is an error.
+    pub fn with_budget(&self, max_pixels: usize) -> Result<VideoProcessor, RuntimeError> {
+        Ok(VideoProcessor { max_pixels: capped(self.min_pixels, self.max_pixels, max_pixels)?, ..self.clone() })
     }
 
     /// Which frames of a `total_num_frames`-frame video at `video_fps` to keep (`sample_frames`):
