@@ -4,7 +4,8 @@
 //! generation_config.json's defaults. Same inputs ⇒ same ids, by construction.
 
 use crate::kernels::sample::SampleParams;
-use crate::model::GenerationConfig;
+use crate::model::quantized::MANIFEST;
+use crate::model::{GenerationConfig, Manifest};
 
 use super::video::{check_fps, patch_timestamps};
 use super::{
@@ -34,37 +35,67 @@ pub const DEFAULT_VIDEO_MAX_PIXELS: usize = 2 * DEFAULT_MAX_PIXELS;
 
 /// Reads the tokenizer and the image/video processor configs of a model folder through
 /// `read(file name)` (`None`: the folder has no such file). Without `preprocessor_config.json`
-/// the Qwen3-VL defaults apply.
-pub fn processor<E: std::fmt::Display>(
-    mut read: impl FnMut(&str) -> Result<Option<Vec<u8>>, E>,
-) -> Result<Qwen3VLProcessor, RuntimeError> {
-    let tokenizer = read_text(&mut read, "tokenizer.json")?
+/// the Qwen3-VL defaults apply. In a pre-quantized folder every file is checked against
+/// `manifest.json`'s sha256.
+pub fn processor<E: std::fmt::Display>(read: impl FnMut(&str) -> Result<Option<Vec<u8>>, E>) -> Result<Qwen3VLProcessor, RuntimeError> {
+    let mut folder = Folder::new(read)?;
+    let tokenizer = folder
+        .text("tokenizer.json")?
         .ok_or_else(|| RuntimeError::Tokenizer("the model folder has no tokenizer.json".into()))?;
     let mut p = Qwen3VLProcessor::from_tokenizer_json(tokenizer.as_bytes())?;
-    p.image_processor = image_processor(&mut read)?;
-    if let Some(json) = read_text(&mut read, "video_preprocessor_config.json")? {
-        p.video_processor = VideoProcessor::from_config_json(&json)?;
+    p.image_processor = folder.image_processor()?;
+    const VIDEO: &str = "video_preprocessor_config.json";
+    if let Some(json) = folder.text(VIDEO)? {
+        p.video_processor = VideoProcessor::from_config_json(&json).map_err(|e| in_file(VIDEO, e))?;
     }
     Ok(p)
 }
 
 /// The image processor of a model folder read through `read` (as [`processor`]), for callers that
 /// need no tokenizer.
-pub fn image_processor<E: std::fmt::Display>(
-    mut read: impl FnMut(&str) -> Result<Option<Vec<u8>>, E>,
-) -> Result<ImageProcessor, RuntimeError> {
-    match read_text(&mut read, "preprocessor_config.json")? {
-        Some(json) => ImageProcessor::from_config_json(&json),
-        None => Ok(ImageProcessor::default()),
+pub fn image_processor<E: std::fmt::Display>(read: impl FnMut(&str) -> Result<Option<Vec<u8>>, E>) -> Result<ImageProcessor, RuntimeError> {
+    Folder::new(read)?.image_processor()
+}
+
+/// The small files of a model folder, each checked against the manifest of a pre-quantized one.
+struct Folder<R> {
+    read: R,
+    manifest: Option<Manifest>,
+}
+
+impl<E: std::fmt::Display, R: FnMut(&str) -> Result<Option<Vec<u8>>, E>> Folder<R> {
+    fn new(read: R) -> Result<Self, RuntimeError> {
+        let mut folder = Folder { read, manifest: None };
+        let manifest = folder.text(MANIFEST)?.map(|m| Manifest::from_json(&m)).transpose();
+        folder.manifest = manifest.map_err(|e| RuntimeError::Config(e.to_string()))?;
+        Ok(folder)
+    }
+
+    fn text(&mut self, name: &str) -> Result<Option<String>, RuntimeError> {
+        let failed = |e: String| RuntimeError::Config(format!("{name}: {e}"));
+        let Some(bytes) = (self.read)(name).map_err(|e| failed(e.to_string()))? else { return Ok(None) };
+        if let Some(m) = &self.manifest {
+            m.check_file(name, &bytes).map_err(|e| RuntimeError::Config(e.to_string()))?;
+        }
+        String::from_utf8(bytes).map(Some).map_err(|e| failed(e.to_string()))
+    }
+
+    fn image_processor(&mut self) -> Result<ImageProcessor, RuntimeError> {
+        const IMAGE: &str = "preprocessor_config.json";
+        match self.text(IMAGE)? {
+            Some(json) => ImageProcessor::from_config_json(&json).map_err(|e| in_file(IMAGE, e)),
+            None => Ok(ImageProcessor::default()),
+        }
     }
 }
 
-fn read_text<E: std::fmt::Display>(
-    read: &mut impl FnMut(&str) -> Result<Option<Vec<u8>>, E>,
-    name: &str,
-) -> Result<Option<String>, RuntimeError> {
-    let bytes = read(name).map_err(|e| RuntimeError::Config(format!("{name}: {e}")))?;
-    bytes.map(|b| String::from_utf8(b).map_err(|e| RuntimeError::Config(format!("{name}: {e}")))).transpose()
+/// A processor config's error, naming its file.
+fn in_file(name: &str, e: RuntimeError) -> RuntimeError {
+    match e {
+        RuntimeError::Config(m) => RuntimeError::Config(format!("{name}: {m}")),
+        RuntimeError::Video(m) => RuntimeError::Video(format!("{name}: {m}")),
+        e => e,
+    }
 }
 
 /// An image as a face receives it, with its own pixel budget (`None`: the request's).
