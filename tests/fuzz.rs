@@ -229,8 +229,11 @@ struct Inputs {
     frames: Vec<RgbImage>,
 }
 
-/// The folder's processor with the pixel budgets cut to the fuzzer's size (a mutated
-/// `min_pixels` of millions is valid, and slow to honour thousands of times).
+/// The folder's processor with the pixel budgets cut to the fuzzer's size: a mutated
+/// `min_pixels` of millions is valid, and slow to honour thousands of times. A merged block
+/// over 256² pixels is valid too, and its smallest image is that large whatever the budget:
+/// such configs are not preprocessed here (the library's byte budget for them is tested by
+/// `the_host_budget_bounds_pixel_values`).
 fn processor(f: &Folder) -> Result<Qwen3VLProcessor, String> {
     let mut p = request::processor(f.read()).map_err(|e| e.to_string())?;
     let cut = |min: &mut usize, max: &mut usize, to: usize| {
@@ -239,6 +242,9 @@ fn processor(f: &Folder) -> Result<Qwen3VLProcessor, String> {
     };
     cut(&mut p.image_processor.min_pixels, &mut p.image_processor.max_pixels, 1 << 16);
     cut(&mut p.video_processor.min_pixels, &mut p.video_processor.max_pixels, 1 << 18);
+    if p.image_processor.spec.factor().max(p.video_processor.spec.factor()) > 256 {
+        return Err("a merged block over the fuzzer's size".into());
+    }
     Ok(p)
 }
 
@@ -757,6 +763,17 @@ fn processor_configs_with_huge_or_broken_numbers_are_errors() {
     for fps in [json!(0), json!(-2), json!(1e-320), json!(1e300)] {
         assert!(err_of(processor_with("video_preprocessor_config.json", "fps", fps)).contains("fps"));
     }
+}
+
+#[test]
+fn the_host_budget_bounds_pixel_values() {
+    // A valid config whose smallest image is one 8192² block, repeated 16 times: 12 GiB of
+    // pixel_values, refused before allocating.
+    let p = processor_with("preprocessor_config.json", "patch_size", 1024.into()).unwrap();
+    let mut ip = p.image_processor.clone();
+    (ip.spec.merge_size, ip.spec.temporal_patch_size) = (8, 16);
+    let e = err_of(ip.preprocess(&RgbImage::new(8, 8, vec![0; 8 * 8 * 3]).unwrap()));
+    assert!(e.contains("pixel_values") && e.contains("1073741824"), "{e}");
 }
 
 #[test]

@@ -259,6 +259,7 @@ impl VisionInput {
         }
         Ok(())
     }
+
     /// Length of one row of `pixel_values`.
     pub fn patch_dim(&self) -> usize {
         self.pixel_values.len() / self.num_patches().max(1)
@@ -445,7 +446,7 @@ impl ImageProcessor {
     pub fn preprocess(&self, image: &RgbImage) -> Result<VisionInput, RuntimeError> {
         image.check()?;
         let (h, w) = self.smart_resize(image.height, image.width)?;
-        budget("the resized image", &[h, w, 3], 1)?;
+        budget("pixel_values", &[self.spec.temporal_patch_size, h, w, 3], 4)?;
         let resized = resize_bicubic(&image.data, image.width, image.height, 3, w, h, self.resampler);
         self.spec.patchify(&[&resized], h, w)
     }

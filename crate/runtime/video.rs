@@ -159,7 +159,9 @@ impl VideoProcessor {
             )));
         }
         let (h, w) = self.smart_resize(frames.len(), first.height, first.width)?;
-        budget("the resized frames", &[frames.len(), h, w, 3], 1)?;
+        // pixel_values, frames padded to whole temporal patches, outweigh the resized bytes.
+        let tp = self.spec.temporal_patch_size;
+        budget("pixel_values", &[frames.len().div_ceil(tp), tp, h, w, 3], 4)?;
         let resized: Vec<Vec<u8>> =
             frames.iter().map(|f| resize_bicubic(&f.data, f.width, f.height, 3, w, h, self.resampler)).collect();
         let refs: Vec<&[u8]> = resized.iter().map(|f| f.as_slice()).collect();
