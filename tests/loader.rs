@@ -684,3 +684,18 @@ fn pre_quantized_folders_are_verified_as_they_load() {
     let e = load_all(&edited).unwrap_err();
     assert!(matches!(&e, LoadError::Manifest { file, .. } if file == "config.json"), "{e}");
 }
+
+/// A tensor past the adapter's binding limit is refused, by name, before anything is
+/// uploaded: a 200×200 position table of 1024 floats is 164 MB, over WebGPU's 128 MiB.
+#[test]
+fn tensors_past_the_binding_limit_are_refused_before_uploading() {
+    use qwen3_vl_webgpu::gpu::{Gpu, GpuError, Profile};
+    use qwen3_vl_webgpu::model::{synthetic, ModelError, Qwen3VL};
+    let gpu = Gpu::new_blocking(Some(Profile::Minimum)).unwrap();
+    let mut config = synthetic::config("2b").unwrap();
+    config.vision_config.num_position_embeddings = 200 * 200;
+    let folder = synthetic::folder(config).unwrap();
+    let e = Qwen3VL::load(&gpu, &folder, qwen3_vl_webgpu::kernels::quant::Format::Q4).err().unwrap();
+    assert!(matches!(&e, ModelError::Gpu(GpuError::TooLarge { what, .. }) if what.contains("pos_embed")), "{e}");
+    assert_eq!(gpu.memory.live(), 0, "nothing was uploaded");
+}
