@@ -17,6 +17,9 @@ pub const GEMV_MAX_M: usize = 4;
 
 /// GEMM output tile (the shader's BM = BN).
 const TILE: usize = 64;
+/// The most rows (output features) a weight matrix may have: one GEMM tile of rows per
+/// workgroup along x. Configs are checked against it on loading.
+pub const MAX_ROWS: usize = MAX_GROUPS_PER_DIM as usize * TILE;
 
 /// Which division of the work to use. Every choice is correct on every adapter; they differ
 /// in speed.

@@ -65,9 +65,9 @@ impl TextModel {
             .map(|i| {
                 let l = lm.pp(format_args!("layers.{i}"));
                 let a = l.pp("self_attn");
+                // In checkpoint order (`expected_tensors`), so a pre-quantized folder's shards
+                // are read, and hashed, front to back.
                 Ok(DecoderLayer {
-                    input_layernorm: RmsNorm::load(gpu, &l, "input_layernorm", h, eps)?,
-                    post_attention_layernorm: RmsNorm::load(gpu, &l, "post_attention_layernorm", h, eps)?,
                     q_proj: Linear::load(gpu, &a, "q_proj", qd, h, c.attention_bias, format)?,
                     k_proj: Linear::load(gpu, &a, "k_proj", kvd, h, c.attention_bias, format)?,
                     v_proj: Linear::load(gpu, &a, "v_proj", kvd, h, c.attention_bias, format)?,
@@ -76,6 +76,8 @@ impl TextModel {
                     k_norm: RmsNorm::load(gpu, &a, "k_norm", d, eps)?,
                     gate_up_proj: Linear::load_fused(gpu, &l.pp("mlp"), &["gate_proj", "up_proj"], &[c.intermediate_size; 2], h, format)?,
                     down_proj: Linear::load(gpu, &l.pp("mlp"), "down_proj", h, c.intermediate_size, false, format)?,
+                    input_layernorm: RmsNorm::load(gpu, &l, "input_layernorm", h, eps)?,
+                    post_attention_layernorm: RmsNorm::load(gpu, &l, "post_attention_layernorm", h, eps)?,
                 })
             })
             .collect::<Result<_, ModelError>>()?;
