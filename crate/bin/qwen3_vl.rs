@@ -22,7 +22,7 @@ use qwen3_vl_webgpu::gpu::Gpu;
 use qwen3_vl_webgpu::kernels::quant::Format;
 use qwen3_vl_webgpu::model::{open_in, quantized, ModelFolder, Qwen3VL};
 use qwen3_vl_webgpu::runtime::preprocess::decode_image;
-use qwen3_vl_webgpu::runtime::request::{self, ChatOptions, Request, Video};
+use qwen3_vl_webgpu::runtime::request::{self, ChatOptions, Image, Request, Video};
 use qwen3_vl_webgpu::runtime::{
     generate, get_rope_index, Content, ImageProcessor, Message, Qwen3VLProcessor, RgbImage, Sampling, Session,
     TextStream, VisionInput,
@@ -181,8 +181,11 @@ fn run(argv: &[String]) -> Result<()> {
     let text = args.need("--prompt")?.to_string();
     let dir = PathBuf::from(args.need("--model")?);
     let proc = processor(&dir)?;
-    let images: Vec<RgbImage> =
-        args.all("--image").iter().map(|f| decode_image(&read_file(Path::new(f))?).map_err(|e| format!("{f}: {e}"))).collect::<Result<_>>()?;
+    let images: Vec<Image> = args
+        .all("--image")
+        .iter()
+        .map(|f| decode_image(&read_file(Path::new(f))?).map(Image::from).map_err(|e| format!("{f}: {e}")))
+        .collect::<Result<_>>()?;
     let videos = match args.one("--video") {
         Some(v) => {
             let fps = args.num::<f64>("--fps")?.ok_or("--video needs --fps")?;

@@ -111,6 +111,14 @@ pub fn smart_resize(
     Ok((h_bar, w_bar))
 }
 
+/// The configured `max_pixels` capped by a request's `budget`, which may not undercut `min_pixels`.
+pub(crate) fn capped(min_pixels: usize, max_pixels: usize, budget: usize) -> Result<usize, RuntimeError> {
+    match budget < min_pixels {
+        true => Err(RuntimeError::Budget { max_pixels: budget, min_pixels }),
+        false => Ok(max_pixels.min(budget)),
+    }
+}
+
 pub(crate) fn check_aspect(height: usize, width: usize) -> Result<(), RuntimeError> {
     let (lo, hi) = (height.min(width), height.max(width));
     if lo == 0 || hi as f64 / lo as f64 > 200.0 {
@@ -264,6 +272,12 @@ impl ImageProcessor {
     /// The resized `(height, width)` of an input of this size.
     pub fn smart_resize(&self, height: usize, width: usize) -> Result<(usize, usize), RuntimeError> {
         smart_resize(height, width, self.spec.factor(), self.min_pixels, self.max_pixels)
+    }
+
+    /// This processor with a request's pixel budget: `max_pixels` caps the configured maximum
+    /// (images keep their aspect ratio and the factor); below the minimum it is an error.
+    pub fn with_budget(&self, max_pixels: usize) -> Result<ImageProcessor, RuntimeError> {
+        Ok(ImageProcessor { max_pixels: capped(self.min_pixels, self.max_pixels, max_pixels)?, ..self.clone() })
     }
 
     /// `pixel_values` and `image_grid_thw = (1, h/16, w/16)` of one image.

@@ -15,6 +15,15 @@ use super::{
 /// New tokens when the caller names no limit.
 pub const DEFAULT_MAX_NEW_TOKENS: usize = 512;
 
+/// An image's pixel budget when the request names none: 1024×768 for a 4:3 photo, 768 merged
+/// tokens. The reference budget (16 MP for Qwen3-VL) costs a minute of ViT on a fast GPU; this
+/// keeps a photo interactive (README "Image budgets" has the measured times).
+pub const DEFAULT_MAX_PIXELS: usize = 786_432;
+
+/// A video's budget, all frames together, when the request names none: as many merged tokens
+/// as a default image (two frames make one temporal patch).
+pub const DEFAULT_VIDEO_MAX_PIXELS: usize = 2 * DEFAULT_MAX_PIXELS;
+
 /// Reads the tokenizer and the image/video processor configs of a model folder through
 /// `read(file name)` (`None`: the folder has no such file). Without `preprocessor_config.json`
 /// the Qwen3-VL defaults apply.
@@ -48,6 +57,18 @@ fn read_text<E: std::fmt::Display>(
 ) -> Result<Option<String>, RuntimeError> {
     let bytes = read(name).map_err(|e| RuntimeError::Config(format!("{name}: {e}")))?;
     bytes.map(|b| String::from_utf8(b).map_err(|e| RuntimeError::Config(format!("{name}: {e}")))).transpose()
+}
+
+/// An image as a face receives it, with its own pixel budget (`None`: the request's).
+pub struct Image {
+    pub pixels: RgbImage,
+    pub max_pixels: Option<usize>,
+}
+
+impl From<RgbImage> for Image {
+    fn from(pixels: RgbImage) -> Image {
+        Image { pixels, max_pixels: None }
+    }
 }
 
 /// A video as a face receives it.
@@ -93,6 +114,11 @@ pub struct ChatOptions {
     pub repetition_penalty: Option<f32>,
     pub presence_penalty: Option<f32>,
     pub seed: Option<u64>,
+    /// The most pixels of an image (default [`DEFAULT_MAX_PIXELS`]; an image part's own budget
+    /// wins); it caps preprocessor_config.json's maximum.
+    pub max_pixels: Option<usize>,
+    /// The most pixels of all of a video's frames together (default [`DEFAULT_VIDEO_MAX_PIXELS`]).
+    pub video_max_pixels: Option<usize>,
 }
 
 impl ChatOptions {
@@ -138,20 +164,35 @@ pub struct Request {
 
 impl Request {
     /// `messages`' image and video parts are `images` and `videos`, in order; the prompt ends
-    /// with the assistant's generation prompt.
+    /// with the assistant's generation prompt. Images and videos are resized within the
+    /// request's pixel budgets (an explicit one below the processor's minimum is an error).
     pub fn new(
         proc: &Qwen3VLProcessor,
         messages: &[Message],
-        images: &[RgbImage],
+        images: &[Image],
         videos: &[Video],
         options: &ChatOptions,
         generation: &GenerationConfig,
     ) -> Result<Request, RuntimeError> {
-        let options = options.generate_options(generation)?;
-        let images: Vec<VisionInput> = images.iter().map(|i| proc.image_processor.preprocess(i)).collect::<Result<_, _>>()?;
-        let videos: Vec<VideoInput> = videos.iter().map(|v| v.preprocess(&proc.video_processor)).collect::<Result<_, _>>()?;
+        let generate = options.generate_options(generation)?;
+        let (ip, vp) = (&proc.image_processor, &proc.video_processor);
+        let image_budget = options.max_pixels.unwrap_or(DEFAULT_MAX_PIXELS.max(ip.min_pixels));
+        let images: Vec<VisionInput> = images
+            .iter()
+            .map(|i| ip.with_budget(i.max_pixels.unwrap_or(image_budget))?.preprocess(&i.pixels))
+            .collect::<Result<_, _>>()?;
+        let vp = vp.with_budget(options.video_max_pixels.unwrap_or(DEFAULT_VIDEO_MAX_PIXELS.max(vp.min_pixels)))?;
+        let videos: Vec<VideoInput> = videos.iter().map(|v| v.preprocess(&vp)).collect::<Result<_, _>>()?;
         let prompt = proc.prompt(messages, &images, &videos, true)?;
-        Ok(Request { prompt, images, videos: videos.into_iter().map(|v| v.vision).collect(), options })
+        Ok(Request { prompt, images, videos: videos.into_iter().map(|v| v.vision).collect(), options: generate })
+    }
+
+    /// Fails before any GPU work when the prompt alone overflows a cache of `capacity` tokens.
+    pub fn check_capacity(&self, capacity: usize) -> Result<(), RuntimeError> {
+        match self.prompt.input_ids.len() {
+            prompt if prompt > capacity => Err(RuntimeError::Capacity { prompt, capacity }),
+            _ => Ok(()),
+        }
     }
 
     /// Cache positions the request needs: the prompt, then every new token but the last.

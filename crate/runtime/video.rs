@@ -4,7 +4,7 @@
 //! `(T/2, H/16, W/16)`. Each temporal patch later gets a `<t seconds>` label in the prompt
 //! ([`calculate_timestamps`]).
 
-use super::preprocess::{check_aspect, read_size, read_spec, PatchSpec, RgbImage, VisionInput};
+use super::preprocess::{capped, check_aspect, read_size, read_spec, PatchSpec, RgbImage, VisionInput};
 use super::resize::{resize_bicubic, Resampler};
 use super::RuntimeError;
 
@@ -71,6 +71,12 @@ impl VideoProcessor {
         p.max_video_tokens = int("max_video_tokens", p.max_video_tokens);
         p.cap_pixels_per_frame = v.get("cap_pixels_per_frame").and_then(|x| x.as_bool()).unwrap_or(false);
         Ok(p)
+    }
+
+    /// This processor with a request's budget for a whole clip (all its frames' pixels, as
+    /// `max_pixels`), which caps the configured one; below the minimum it is an error.
+    pub fn with_budget(&self, max_pixels: usize) -> Result<VideoProcessor, RuntimeError> {
+        Ok(VideoProcessor { max_pixels: capped(self.min_pixels, self.max_pixels, max_pixels)?, ..self.clone() })
     }
 
     /// Which frames of a `total_num_frames`-frame video at `video_fps` to keep (`sample_frames`):
