@@ -118,11 +118,10 @@ impl Gpu {
         let size = self.buffer_size(dtype, shape)?;
         let mut data = bytes.to_vec();
         data.resize(size as usize, 0);
-        let buffer = self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: None,
-            contents: &data,
-            usage: STORAGE,
+        let buffer = self.scoped(|| {
+            self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: None, contents: &data, usage: STORAGE })
         });
+        self.check()?;
         Ok(Tensor { _alloc: Allocation::new(&self.memory, size), buffer, shape: shape.to_vec(), dtype })
     }
 
@@ -149,12 +148,11 @@ impl Gpu {
     /// An uninitialised (zeroed by WebGPU) tensor.
     pub fn empty(&self, dtype: DType, shape: &[usize]) -> Result<Tensor, GpuError> {
         let size = self.buffer_size(dtype, shape)?;
-        let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: None,
-            size,
-            usage: STORAGE,
-            mapped_at_creation: false,
+        let buffer = self.scoped(|| {
+            self.device.create_buffer(&wgpu::BufferDescriptor { label: None, size, usage: STORAGE, mapped_at_creation: false })
         });
+        // Natively an allocation the device refused fails here; in the browser at a later check.
+        self.check()?;
         Ok(Tensor { _alloc: Allocation::new(&self.memory, size), buffer, shape: shape.to_vec(), dtype })
     }
 

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use qwen3_vl_webgpu::model::ModelError;
-use qwen3_vl_webgpu::runtime::request::{ChatOptions, Request, Video};
+use qwen3_vl_webgpu::runtime::request::{ChatOptions, Image, Request, Video};
 use qwen3_vl_webgpu::runtime::{generate, Content, Message, RgbImage, Session, TextStream};
 
 use crate::common::{self, decode_file, Result, Weights};
@@ -75,7 +75,7 @@ fn video(dir: &Path, fps: f64) -> Result<Video> {
 pub fn run(args: Args) -> Result<()> {
     let dir = hub::model_dir(&args.model)?;
     let proc = common::processor(&dir)?;
-    let images: Vec<RgbImage> = args.image.iter().map(|f| decode_file(f)).collect::<Result<_>>()?;
+    let images: Vec<Image> = args.image.iter().map(|f| decode_file(f).map(Image::from)).collect::<Result<_>>()?;
     let videos = match (&args.video, args.fps) {
         (Some(v), Some(fps)) => vec![video(v, fps)?],
         _ => Vec::new(),

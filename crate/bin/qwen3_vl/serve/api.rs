@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine as _;
 use qwen3_vl_webgpu::runtime::preprocess::decode_image;
-use qwen3_vl_webgpu::runtime::request::ChatOptions;
+use qwen3_vl_webgpu::runtime::request::{ChatOptions, Image};
 use qwen3_vl_webgpu::runtime::{Content, Message, RgbImage, Role};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -99,7 +99,7 @@ impl IntoResponse for ApiError {
 /// options, and the stop strings.
 pub struct Chat {
     pub messages: Vec<Message>,
-    pub images: Vec<RgbImage>,
+    pub images: Vec<Image>,
     pub options: ChatOptions,
     pub stop: Vec<String>,
     pub stream: bool,
@@ -134,7 +134,7 @@ impl ChatRequest {
                     .map(|p| match p {
                         Part::Text { text } => Ok(Content::Text(text)),
                         Part::ImageUrl { image_url } => {
-                            images.push(load_image(&image_url.url).map_err(|e| ApiError::bad_request(format!("messages[{i}]: image_url: {e}")))?);
+                            images.push(load_image(&image_url.url).map(Image::from).map_err(|e| ApiError::bad_request(format!("messages[{i}]: image_url: {e}")))?);
                             Ok(Content::Image)
                         }
                     })

@@ -56,7 +56,7 @@ pub fn serve(gpu: &Gpu, model: &Qwen3VL, proc: Arc<Qwen3VLProcessor>, context: u
 fn answer(session: &mut Session<&Gpu, &Qwen3VL>, proc: &Qwen3VLProcessor, job: &Job) -> Result<String, String> {
     let (prompt, req) = (&job.request.prompt, &job.request);
     // Prompt tokens already in the cache (prefill recomputes at least the last one).
-    let cached = session.cached_prefix(&prompt.input_ids);
+    let cached = session.cached_prefix(&prompt.input_ids, &req.images, &req.videos).map_err(|e| e.to_string())?;
     let logits = session
         .prefill(&prompt.input_ids, &prompt.rope.position_ids, prompt.rope.rope_delta, &req.images, &req.videos, false)
         .map_err(|e| e.to_string())?;

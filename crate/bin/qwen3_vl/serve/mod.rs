@@ -62,6 +62,8 @@ struct Shared {
     model: String,
     proc: Arc<Qwen3VLProcessor>,
     generation: GenerationConfig,
+    /// The session's capacity (`--context-length`).
+    context: usize,
     /// The model thread's queue.
     jobs: mpsc::Sender<Job>,
     next_id: AtomicU64,
@@ -90,7 +92,7 @@ pub fn run(args: Args) -> Result<()> {
         }
     });
     let generation = ready.recv().map_err(|_| "the model thread ended while loading".to_string())??;
-    let shared = Arc::new(Shared { model: args.model.clone(), proc, generation, jobs, next_id: AtomicU64::new(1) });
+    let shared = Arc::new(Shared { model: args.model.clone(), proc, generation, context, jobs, next_id: AtomicU64::new(1) });
     let app = Router::new()
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/models", get(models))
@@ -119,7 +121,9 @@ async fn chat_completions(State(shared): State<Arc<Shared>>, body: std::result::
     let (chat, request) = tokio::task::spawn_blocking(move || -> std::result::Result<_, ApiError> {
         let chat = request.into_chat()?;
         let s = &prepared;
-        let request = Request::new(&s.proc, &chat.messages, &chat.images, &[], &chat.options, &s.generation).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let request = Request::new(&s.proc, &chat.messages, &chat.images, &[], &chat.options, &s.generation)
+            .and_then(|r| r.check_capacity(s.context).map(|_| r))
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
         Ok((chat, request))
     })
     .await
