@@ -168,12 +168,11 @@ impl Gpu {
     /// An uninitialised (zeroed by WebGPU) tensor.
     pub fn empty(&self, dtype: DType, shape: &[usize]) -> Result<Tensor, GpuError> {
         let size = self.buffer_size(dtype, shape)?;
-        let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: None,
-            size,
-            usage: STORAGE,
-            mapped_at_creation: false,
+        let buffer = self.scoped(|| {
+            self.device.create_buffer(&wgpu::BufferDescriptor { label: None, size, usage: STORAGE, mapped_at_creation: false })
         });
+        // Natively an allocation the device refused fails here; in the browser at a later check.
+        self.check()?;
         Ok(Tensor { _alloc: Allocation::new(&self.memory, size), buffer, shape: shape.to_vec(), dtype })
     }
 
