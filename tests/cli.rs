@@ -67,7 +67,7 @@ fn bad_input_is_one_line_and_a_failure() {
     let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/text_only");
     let m = model.to_str().unwrap();
     let cases: &[(&[&str], &str)] = &[
-        (&["run", "--model", m, "--prompt", "hi", "--frobnicate"], "unknown flag --frobnicate"),
+        (&["run", "--model", m, "--prompt", "hi", "--frobnicate"], "unexpected argument '--frobnicate'"),
         (&["logits", "--model", "/nonexistent/model", "--input-ids", "1", "--out", "/tmp/x.npy"], "config.json"),
         (&["logits", "--model", m, "--input-ids", "1,x", "--out", "/tmp/x.npy"], "not a token id"),
         (&["logits", "--model", m, "--input-ids", "1,99999", "--out", "/tmp/x.npy"], "outside the vocabulary"),
@@ -75,7 +75,7 @@ fn bad_input_is_one_line_and_a_failure() {
         (&["logits", "--model", m, "--input-ids", "1", "--weights", "q3", "--out", "/tmp/x.npy"], "--weights"),
         (&["logits", "--model", m, "--input-ids", "1", "--chunk-rows", "0", "--out", "/tmp/x.npy"], "--chunk-rows"),
         (&["run", "--model", m, "--prompt", "hi"], "tokenizer.json"),
-        (&["dance"], "usage"),
+        (&["dance"], "Usage"),
     ];
     for (args, needle) in cases {
         let out = qwen3_vl(args);
