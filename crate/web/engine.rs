@@ -141,7 +141,7 @@ async fn warm_up(inner: &mut Inner) -> Result<(), JsError> {
     let image = RgbImage::new(64, 64, vec![128; 64 * 64 * 3]).map_err(fail)?;
     let messages = [Message::user(vec![Content::Image, Content::Text("?".into())])];
     let options = ChatOptions { max_new_tokens: Some(2), ..ChatOptions::default() };
-    let req = Request::new(&inner.processor, &messages, &[image], &[], &options, &inner.generation).map_err(fail)?;
+    let req = Request::new(&inner.processor, &messages, &[image.into()], &[], &options, &inner.generation).map_err(fail)?;
     if req.capacity() > inner.session.capacity() {
         return Ok(());
     }
@@ -154,7 +154,8 @@ async fn warm_up(inner: &mut Inner) -> Result<(), JsError> {
 async fn chat(inner: &mut Inner, messages: &JsValue, options: &JsValue, on_token: Option<&Function>) -> Result<JsValue, JsError> {
     let conv = conversation(messages).map_err(fail)?;
     let options = chat_options(options).map_err(fail)?;
-    let req = Request::new(&inner.processor, &conv.messages, &conv.images, &conv.videos, &options, &inner.generation).map_err(fail)?;
+    let images: Vec<request::Image> = conv.images.into_iter().map(Into::into).collect();
+    let req = Request::new(&inner.processor, &conv.messages, &images, &conv.videos, &options, &inner.generation).map_err(fail)?;
     let ids = &req.prompt.input_ids;
     let start = now_ms();
     let logits = inner.session.prefill(ids, &req.prompt.rope.position_ids, req.prompt.rope.rope_delta, &req.images, &req.videos, false).map_err(fail)?;

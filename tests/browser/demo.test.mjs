@@ -78,9 +78,9 @@ function decode(ids) {
 test("clip: the camera's last seconds go to the model as one video part and are answered", { timeout: 600_000 }, async () => {
   assert.ok(page, "the demo did not load");
   await page.click("#reset");
+  await page.selectOption("#camera-mode", "clip");
   await page.fill("#clip-seconds", "2");
   await page.fill("#clip-fps", "2");
-  await page.selectOption("#camera-mode", "clip");
   await page.click("#camera-toggle");
   await page.waitForFunction(() => window.qwenDemo.clipFrames() >= 4, null, { timeout: 120_000 });
   await page.click("#capture");
