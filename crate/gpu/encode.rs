@@ -159,7 +159,8 @@ impl<'g> Encoder<'g> {
         enc.resolve_query_set(&timer.set, 2 * section..2 * section + 2, &timer.resolve, 16 * section as u64);
     }
 
-    /// Writes the staged parameters and submits everything recorded.
+    /// Writes the staged parameters and submits everything recorded. What the device rejects
+    /// surfaces at the next [`Gpu::check`] (the callers that submit check after it).
     pub fn submit(mut self) {
         self.submit_recorded();
     }
@@ -174,10 +175,13 @@ impl<'g> Encoder<'g> {
 
     fn submit_recorded(&mut self) {
         self.end_pass();
-        for (buf, bytes) in self.arenas.drain(..) {
-            self.gpu.queue.write_buffer(&buf, 0, &bytes);
-        }
-        let cmd = self.encoder.take().unwrap().finish();
-        self.gpu.queue.submit([cmd]);
+        let gpu = self.gpu;
+        gpu.scoped(|| {
+            for (buf, bytes) in self.arenas.drain(..) {
+                gpu.queue.write_buffer(&buf, 0, &bytes);
+            }
+            let cmd = self.encoder.take().unwrap().finish();
+            gpu.queue.submit([cmd]);
+        });
     }
 }

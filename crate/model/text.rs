@@ -8,9 +8,8 @@ use std::ops::Range;
 
 use crate::gpu::{row_chunks, spans, Arena, DType, Encoder, Gpu, GpuError, RowSplit, Tensor};
 use crate::kernels::attention::{decode_attention, kv_append, prefill_attention, KvCache, MAX_DECODE_QUERIES};
-use crate::kernels::elementwise::silu_mul;
 use crate::kernels::embed::{embed, scatter_add_rows, scatter_rows};
-use crate::kernels::matmul::matmul;
+use crate::kernels::matmul::{matmul, MatmulOpts};
 use crate::kernels::quant::{Format, Matrix};
 use crate::kernels::rope::{apply_rope, mrope_table};
 
@@ -26,7 +25,8 @@ struct DecoderLayer {
     o_proj: Linear,
     q_norm: RmsNorm,
     k_norm: RmsNorm,
-    /// gate_proj and up_proj fused: each output row is [gate | up].
+    /// gate_proj and up_proj fused, their rows interleaved (gate_i, up_i): the SiLU·mul
+    /// epilogue writes the MLP's activation directly.
     gate_up_proj: Linear,
     down_proj: Linear,
 }
@@ -89,17 +89,19 @@ impl TextModel {
             .map(|i| {
                 let l = lm.pp(format_args!("layers.{i}"));
                 let a = l.pp("self_attn");
+                // In checkpoint order (`expected_tensors`), so a pre-quantized folder's shards
+                // are read, and hashed, front to back.
                 Ok(DecoderLayer {
-                    input_layernorm: RmsNorm::load(gpu, &l, "input_layernorm", h, eps)?,
-                    post_attention_layernorm: RmsNorm::load(gpu, &l, "post_attention_layernorm", h, eps)?,
                     q_proj: Linear::load(gpu, &a, "q_proj", qd, h, c.attention_bias, format)?,
                     k_proj: Linear::load(gpu, &a, "k_proj", kvd, h, c.attention_bias, format)?,
                     v_proj: Linear::load(gpu, &a, "v_proj", kvd, h, c.attention_bias, format)?,
                     o_proj: Linear::load(gpu, &a, "o_proj", h, qd, c.attention_bias, format)?,
                     q_norm: RmsNorm::load(gpu, &a, "q_norm", d, eps)?,
                     k_norm: RmsNorm::load(gpu, &a, "k_norm", d, eps)?,
-                    gate_up_proj: Linear::load_fused(gpu, &l.pp("mlp"), &["gate_proj", "up_proj"], &[c.intermediate_size; 2], h, format)?,
+                    gate_up_proj: Linear::load_pairs(gpu, &l.pp("mlp"), ["gate_proj", "up_proj"], c.intermediate_size, h, format)?,
                     down_proj: Linear::load(gpu, &l.pp("mlp"), "down_proj", h, c.intermediate_size, false, format)?,
+                    input_layernorm: RmsNorm::load(gpu, &l, "input_layernorm", h, eps)?,
+                    post_attention_layernorm: RmsNorm::load(gpu, &l, "post_attention_layernorm", h, eps)?,
                 })
             })
             .collect::<Result<_, ModelError>>()?;
@@ -109,9 +111,10 @@ impl TextModel {
         } else {
             Some(load_matrix(gpu, w, "lm_head.weight", &[vocab, h], format)?)
         };
-        // The widest per-position activation: gate|up, q, the residual stream (which visual rows
-        // replace), or the chunk's logits.
-        let widest = [2 * c.intermediate_size, qd, h, vocab].into_iter().max().unwrap_or(1);
+        // The widest per-position activation: the MLP's (SiLU·mul is fused into gate|up, so it
+        // holds intermediate_size), q, the residual stream (which visual rows replace), or the
+        // chunk's logits.
+        let widest = [c.intermediate_size, qd, h, vocab].into_iter().max().unwrap_or(1);
         let (row_bytes, limit) = (4 * widest as u64, gpu.caps.max_binding());
         let chunk_rows = (limit / row_bytes) as usize;
         if chunk_rows == 0 {
@@ -121,7 +124,7 @@ impl TextModel {
     }
 
     /// Positions per prefill chunk on this model's device: as many as keep every activation of
-    /// a chunk (the widest is gate|up or, for a real vocabulary, its logits) within one binding.
+    /// a chunk (the widest is the MLP's or, for a real vocabulary, its logits) within one binding.
     pub fn chunk_rows(&self) -> usize {
         self.chunk_rows
     }
@@ -217,7 +220,6 @@ impl TextModel {
         // Projections before the per-head norm (a kernel cannot read and write one buffer).
         let (q_lin, k_lin) = (f32s(qh * d)?, f32s(kvh * d)?);
         let attn = f32s(qh * d)?;
-        let gate_up = f32s(2 * c.intermediate_size)?;
         let act = f32s(c.intermediate_size)?;
         for (l, layer) in self.layers.iter().enumerate() {
             let cache = &state.caches[l];
@@ -236,9 +238,9 @@ impl TextModel {
                 prefill_attention(enc, &q, cache, past, &attn);
             }
             layer.o_proj.forward_acc(enc, &attn, &x);
-            layer.post_attention_layernorm.forward(enc, &x, &normed);
-            layer.gate_up_proj.forward(enc, &normed, &gate_up);
-            silu_mul(enc, &gate_up, &act);
+            // post_attention_layernorm → gate|up → SiLU·mul in one pass over the residual stream.
+            let mlp_in = MatmulOpts { rms_norm: layer.post_attention_layernorm.prologue(), silu_mul: true, ..Default::default() };
+            layer.gate_up_proj.forward_with(enc, &x, &act, mlp_in);
             layer.down_proj.forward_acc(enc, &act, &x);
             for (input, i, at) in &features {
                 if let Some(ds) = input.features.deepstack.get(l) {
@@ -280,7 +282,7 @@ impl TextModel {
     /// hold at most `max_rows` rows where given (tests cut tiny models into several chunks).
     pub fn logits_chunks(&self, gpu: &Gpu, positions: usize, max_rows: Option<usize>) -> Result<Vec<Range<usize>>, ModelError> {
         let row_bytes = 4 * self.config.vocab_size as u64;
-        let limit = max_rows.map_or(u64::MAX, |r| r as u64 * row_bytes).min(gpu.caps.max_binding());
+        let limit = max_rows.map_or(u64::MAX, |r| (r as u64).saturating_mul(row_bytes)).min(gpu.caps.max_binding());
         Ok(row_chunks(positions, row_bytes, limit)?)
     }
 }

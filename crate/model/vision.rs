@@ -155,11 +155,15 @@ impl VisionModel {
         let gpu = enc.gpu;
         let c = &self.config;
         let (d, heads, merge) = (c.hidden_size, c.num_heads, c.spatial_merge_size);
-        let n: usize = grids.iter().map(|g| g[0] * g[1] * g[2]).sum();
+        // Grids from another processor's geometry (a merge size that is not the tower's) are
+        // refused here, before the kernels assume them.
+        let patches = |g: &[usize; 3]| g[0].checked_mul(g[1])?.checked_mul(g[2]).filter(|_| g[1].is_multiple_of(merge) && g[2].is_multiple_of(merge));
+        let n = grids.iter().try_fold(0usize, |acc, g| acc.checked_add(patches(g).filter(|&p| p > 0)?));
         let k = self.patch_embed.weight.k;
-        if pixel_values.len() != n * k {
-            return Err(ModelError::Input(format!("pixel_values has {} values, grids {grids:?} need {n}×{k}", pixel_values.len())));
-        }
+        let Some(n) = n.filter(|n| n.checked_mul(k) == Some(pixel_values.len())) else {
+            let values = pixel_values.len();
+            return Err(ModelError::Input(format!("grids {grids:?} (merged by {merge}) do not make {values} pixel values in rows of {k}")));
+        };
         let (arena, r) = (&self.arena, self.chunk_rows);
         let f32s = |rows: usize, cols: usize| arena.rows(gpu, DType::F32, rows, cols);
         let x = RowSplit::build(n, d, r, |rows| f32s(rows.len(), d))?;

@@ -92,7 +92,7 @@ impl Engine {
 
     /// Answers the conversation `messages` (the whole of it each time: the cached prefix is
     /// reused). `onToken(delta, id)` (optional) sees each token's text as it completes;
-    /// returning `false` cancels. Resolves to `{ ids, text, stop, promptTokens, timings }`.
+    /// returning `false` cancels. Resolves to `{ ids, text, stop, promptTokens, promptIds, timings }`.
     // The borrow is held across the chat's awaits on purpose: it is the engine's lock, and every
     // other access uses `try_borrow*`, so an overlap is an Error, never a panic.
     #[allow(clippy::await_holding_refcell_ref)]
@@ -141,7 +141,7 @@ async fn warm_up(inner: &mut Inner) -> Result<(), JsError> {
     let image = RgbImage::new(64, 64, vec![128; 64 * 64 * 3]).map_err(fail)?;
     let messages = [Message::user(vec![Content::Image, Content::Text("?".into())])];
     let options = ChatOptions { max_new_tokens: Some(2), ..ChatOptions::default() };
-    let req = Request::new(&inner.processor, &messages, &[image], &[], &options, &inner.generation).map_err(fail)?;
+    let req = Request::new(&inner.processor, &messages, &[image.into()], &[], &options, &inner.generation).map_err(fail)?;
     if req.capacity() > inner.session.capacity() {
         return Ok(());
     }
@@ -154,7 +154,8 @@ async fn warm_up(inner: &mut Inner) -> Result<(), JsError> {
 async fn chat(inner: &mut Inner, messages: &JsValue, options: &JsValue, on_token: Option<&Function>) -> Result<JsValue, JsError> {
     let conv = conversation(messages).map_err(fail)?;
     let options = chat_options(options).map_err(fail)?;
-    let req = Request::new(&inner.processor, &conv.messages, &conv.images, &conv.videos, &options, &inner.generation).map_err(fail)?;
+    let images: Vec<request::Image> = conv.images.into_iter().map(Into::into).collect();
+    let req = Request::new(&inner.processor, &conv.messages, &images, &conv.videos, &options, &inner.generation).map_err(fail)?;
     let ids = &req.prompt.input_ids;
     let start = now_ms();
     let logits = inner.session.prefill(ids, &req.prompt.rope.position_ids, req.prompt.rope.rope_delta, &req.images, &req.videos, false).map_err(fail)?;
@@ -196,6 +197,7 @@ async fn chat(inner: &mut Inner, messages: &JsValue, options: &JsValue, on_token
         "text": text,
         "stop": stop.reason(),
         "promptTokens": ids.len(),
+        "promptIds": ids,
         "timings": {
             "timeToFirstTokenMs": ttft,
             "prefillTokensPerS": ids.len() as f64 / (ttft / 1e3).max(1e-9),
