@@ -8,13 +8,13 @@ use qwen3_vl_webgpu::kernels::quant::Format;
 use qwen3_vl_webgpu::kernels::sample::argmax;
 use qwen3_vl_webgpu::model::{synthetic, ModelFolder, Qwen3VL};
 use qwen3_vl_webgpu::runtime::{get_rope_index, ImageProcessor, RgbImage, Sampling, Session};
-use qwen3_vl_webgpu::testing::Rng;
+use qwen3_vl_webgpu::testing::{cpu_secs, Rng};
 
 use crate::common::{self, Result, Weights};
 use crate::hub;
 
-/// Load time, ViT time for one 640×480 frame, prefill and decode tokens/s, time to first
-/// token, GPU memory.
+/// Load time, ViT time for one 640×480 frame (and for square images of other sizes), prefill
+/// and decode tokens/s, time to first token, GPU memory.
 #[derive(clap::Args)]
 #[command(group = clap::ArgGroup::new("what").required(true).args(["model", "synthetic"]))]
 pub struct Args {
@@ -28,6 +28,14 @@ pub struct Args {
     /// How the large matrices are stored on the GPU.
     #[arg(long, value_enum, default_value_t)]
     weights: Weights,
+    /// Prompt length of the prefill row (the prompt runs in the decoder's chunks; the peak GPU
+    /// memory of that prefill gets its own row).
+    #[arg(long, default_value_t = 512, value_name = "TOKENS", value_parser = clap::value_parser!(u32).range(1..=1 << 20))]
+    prefill_tokens: u32,
+    /// Also time the ViT on square images of these many patches each (e.g. 256,1024,4096;
+    /// each a square of a multiple of the merge size), with the time per patch.
+    #[arg(long, value_delimiter = ',', value_name = "PATCHES", value_parser = clap::value_parser!(u32).range(1..=1 << 20))]
+    vit_patches: Vec<u32>,
 }
 
 /// Seconds `work` takes, waiting for the GPU to finish it.
@@ -49,6 +57,13 @@ pub fn run(args: Args) -> Result<()> {
         }
         (None, None) => unreachable!("clap requires --model or --synthetic"),
     };
+    let merge = folder.config.vision_config.spatial_merge_size;
+    if let Some(p) = args.vit_patches.iter().find(|&&p| {
+        let side = (p as f64).sqrt() as usize;
+        side * side != p as usize || !side.is_multiple_of(merge)
+    }) {
+        return Err(format!("--vit-patches {p}: not the square of a multiple of {merge}"));
+    }
     let (model, load_s) = timed(gpu, || Qwen3VL::load(gpu, &folder, format).map_err(|e| e.to_string()))?;
     let weights = gpu.memory.live();
     let c = &model.config;
@@ -65,10 +80,27 @@ pub fn run(args: Args) -> Result<()> {
         Ok(out)
     })?;
     rows.push(("ViT, one 640×480 frame (1200 patches)".into(), format!("{:.2} s", vit_s)));
+    let vc = &c.vision_config;
+    for &patches in &args.vit_patches {
+        let side = (patches as f64).sqrt() as usize;
+        let k = vc.in_channels * vc.temporal_patch_size * vc.patch_size * vc.patch_size;
+        let pixels = rng.vec(side * side * k, 1.0);
+        let cpu = cpu_secs().unwrap_or(f64::NAN);
+        let (_, s) = timed(gpu, || {
+            let mut enc = Encoder::new(gpu);
+            let out = model.visual.forward(&mut enc, &pixels, &[[1, side, side]]).map_err(|e| e.to_string())?;
+            enc.submit();
+            Ok(out)
+        })?;
+        let cpu = cpu_secs().unwrap_or(f64::NAN) - cpu;
+        let per = |s: f64| 1e3 * s / patches as f64;
+        rows.push((format!("ViT, {side}×{side} patches ({patches})"), format!("{s:.2} s, {:.1} ms/patch ({cpu:.1} CPU-s, {:.1} CPU-ms/patch)", per(s), per(cpu))));
+    }
 
     // Text through the decoder: t new tokens after `past` cached ones (cache contents do not
     // change the work), then the chosen token read back.
-    let capacity = 4096 + 8;
+    let prefill = args.prefill_tokens as usize;
+    let capacity = prefill.max(4096) + 8;
     let kv = if format == Format::F32 { DType::F32 } else { DType::F16 };
     let state = model.language_model.new_state(gpu, capacity, kv).map_err(|e| e.to_string())?;
     let picked = gpu.empty(DType::U32, &[1]).map_err(|e| e.to_string())?;
@@ -82,8 +114,12 @@ pub fn run(args: Args) -> Result<()> {
         gpu.read_u32_blocking(&picked).map_err(|e| e.to_string())?;
         Ok(())
     };
-    let (_, prefill_s) = timed(gpu, || step(512, 0, &mut rng))?;
-    rows.push(("prefill, 512 tokens".into(), format!("{:.1} tok/s", 512.0 / prefill_s)));
+    gpu.memory.reset_peak();
+    let cpu = cpu_secs().unwrap_or(f64::NAN);
+    let (_, prefill_s) = timed(gpu, || step(prefill, 0, &mut rng))?;
+    let cpu = cpu_secs().unwrap_or(f64::NAN) - cpu;
+    rows.push((format!("prefill, {prefill} tokens"), format!("{:.1} tok/s ({prefill_s:.1} s, {cpu:.1} CPU-s)", prefill as f64 / prefill_s)));
+    rows.push((format!("GPU memory: peak of that prefill (weights, KV cache for {capacity}, activations)"), format!("{:.0} MiB", gpu.memory.peak() as f64 / (1 << 20) as f64)));
     for ctx in [128usize, 4096] {
         let n = 4;
         step(1, ctx - 1, &mut rng)?;
