@@ -118,6 +118,7 @@ impl Gpu {
         let size = self.buffer_size(dtype, shape)?;
         let mut data = bytes.to_vec();
         data.resize(size as usize, 0);
+        super::context::bump(&self.counters.buffers, 1);
         let buffer = self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: None,
             contents: &data,
@@ -148,11 +149,20 @@ impl Gpu {
 
     /// An uninitialised (zeroed by WebGPU) tensor.
     pub fn empty(&self, dtype: DType, shape: &[usize]) -> Result<Tensor, GpuError> {
+        self.empty_with(dtype, shape, wgpu::BufferUsages::empty())
+    }
+
+    /// [`Gpu::empty`] whose buffer also holds `dispatch_indirect` arguments.
+    pub fn empty_indirect(&self, dtype: DType, shape: &[usize]) -> Result<Tensor, GpuError> {
+        self.empty_with(dtype, shape, wgpu::BufferUsages::INDIRECT)
+    }
+
+    fn empty_with(&self, dtype: DType, shape: &[usize], usage: wgpu::BufferUsages) -> Result<Tensor, GpuError> {
         let size = self.buffer_size(dtype, shape)?;
-        let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
+        let buffer = self.create_buffer(&wgpu::BufferDescriptor {
             label: None,
             size,
-            usage: STORAGE,
+            usage: STORAGE | usage,
             mapped_at_creation: false,
         });
         Ok(Tensor { _alloc: Allocation::new(&self.memory, size), buffer, shape: shape.to_vec(), dtype })
@@ -182,6 +192,38 @@ impl Gpu {
     #[cfg(not(target_arch = "wasm32"))]
     pub fn read_u32_blocking(&self, t: &Tensor) -> Result<Vec<u32>, GpuError> {
         pollster::block_on(self.read_u32(t))
+    }
+}
+
+/// Small mappable buffers that results are copied into and read back while later work runs:
+/// slot `i % slots` receives result `i`, so `slots` results can be pending at once.
+pub struct ReadRing {
+    slots: Vec<wgpu::Buffer>,
+}
+
+impl ReadRing {
+    pub fn new(gpu: &Gpu, slots: usize, bytes: u64) -> ReadRing {
+        let slots = (0..slots)
+            .map(|_| {
+                gpu.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("read ring"),
+                    size: bytes,
+                    usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                })
+            })
+            .collect();
+        ReadRing { slots }
+    }
+
+    /// Where result `i` is copied to.
+    pub fn slot(&self, i: usize) -> &wgpu::Buffer {
+        &self.slots[i % self.slots.len()]
+    }
+
+    /// Result `i`, once `submission` (which copied it) has run.
+    pub async fn read(&self, gpu: &Gpu, i: usize, submission: &super::Submission) -> Result<Vec<u8>, GpuError> {
+        gpu.map_read(self.slot(i), submission).await
     }
 }
 

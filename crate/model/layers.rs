@@ -31,8 +31,9 @@ impl Linear {
     }
 
     /// Loads several Linears sharing an input as one matrix, their outputs side by side
-    /// (gate_proj | up_proj): one pass over x and one dispatch instead of several.
-    pub fn load_fused(gpu: &Gpu, w: &Weights, names: &[&str], ns: &[usize], k: usize, format: Format) -> Result<Linear, ModelError> {
+    /// (q_proj | k_proj | v_proj, gate_proj | up_proj): one pass over x and one dispatch
+    /// instead of several. With `bias`, their biases side by side too.
+    pub fn load_fused(gpu: &Gpu, w: &Weights, names: &[&str], ns: &[usize], k: usize, bias: bool, format: Format) -> Result<Linear, ModelError> {
         let n: usize = ns.iter().sum();
         // Encoding is per row, so the fused rows are the parts' encoded rows one after another.
         let weight = Matrix::upload_encoded(gpu, n, k, format, None, |rows| {
@@ -49,7 +50,17 @@ impl Linear {
             }
             Ok::<_, ModelError>((data, scales))
         })?;
-        Ok(Linear { weight, bias: None })
+        let bias = match bias {
+            true => {
+                let mut b = Vec::with_capacity(n);
+                for (name, &ni) in names.iter().zip(ns) {
+                    b.extend(w.pp(name).get("bias", &[ni])?);
+                }
+                Some(gpu.upload_f32(&b, &[n])?)
+            }
+            false => None,
+        };
+        Ok(Linear { weight, bias })
     }
 
     pub fn out_features(&self) -> usize {

@@ -9,6 +9,7 @@ mod elementwise;
 mod embed;
 mod matmul;
 mod norm;
+mod qk_rope;
 mod quant;
 mod rope;
 mod sample;
