@@ -232,47 +232,108 @@ fn f16_path_is_close_to_transformers() {
     }
 }
 
+/// The images and videos of a golden case, split per input as the session takes them.
+fn session_inputs(g: &Golden) -> (Vec<qwen3_vl_webgpu::runtime::VisionInput>, Vec<qwen3_vl_webgpu::runtime::VisionInput>) {
+    use qwen3_vl_webgpu::runtime::VisionInput;
+    let inputs = |pixels: &str, grids: &str| -> Vec<VisionInput> {
+        let (all, grids) = (if g.has(pixels) { g.f32(pixels) } else { Vec::new() }, g.grids(grids));
+        let mut at = 0;
+        grids.iter().map(|&grid_thw| {
+            let n = grid_thw.iter().product::<usize>() * all.len() / grids.iter().map(|g| g.iter().product::<usize>()).sum::<usize>().max(1);
+            at += n;
+            VisionInput { pixel_values: all[at - n..at].to_vec(), grid_thw }
+        }).collect()
+    };
+    (inputs("pixel_values", "image_grid_thw"), inputs("pixel_values_videos", "video_grid_thw"))
+}
+
 /// The runtime's session end to end: greedy generation through `Session` + `generate` gives
-/// transformers' tokens, and a second turn that extends the conversation computes only the
-/// new tokens (the vision tower is not re-run) yet gives the logits of a fresh full prefill.
+/// transformers' tokens, and a second turn about the same images and videos computes only the
+/// new tokens (the vision tower is not re-run: counted) yet gives the logits of a fresh full
+/// prefill.
 #[test]
 fn session_generates_and_reuses_the_cache_across_turns() {
-    use qwen3_vl_webgpu::runtime::{generate, GenerateOptions, Sampling, Session, VisionInput};
+    use qwen3_vl_webgpu::runtime::{generate, GenerateOptions, Prefilled, Sampling, Session};
     for case in ["image_nonsquare", "video_image"] {
         let g = Golden::open(case);
         let model = load(case, Format::F32);
         let c = &model.config;
         let merge = c.vision_config.spatial_merge_size;
-        let inputs = |pixels: &str, grids: &str| -> Vec<VisionInput> {
-            let (all, grids) = (if g.has(pixels) { g.f32(pixels) } else { Vec::new() }, g.grids(grids));
-            let mut at = 0;
-            grids.iter().map(|&grid_thw| {
-                let n = grid_thw.iter().product::<usize>() * all.len() / grids.iter().map(|g| g.iter().product::<usize>()).sum::<usize>().max(1);
-                at += n;
-                VisionInput { pixel_values: all[at - n..at].to_vec(), grid_thw }
-            }).collect()
-        };
-        let (images, videos) = (inputs("pixel_values", "image_grid_thw"), inputs("pixel_values_videos", "video_grid_thw"));
+        let (images, videos) = session_inputs(&g);
         let ids = g.u32("input_ids");
         let rope = qwen3_vl_webgpu::runtime::get_rope_index(&ids, c.image_token_id, c.video_token_id, &g.grids("image_grid_thw"), &g.grids("video_grid_thw"), merge).unwrap();
         let mut session = Session::new(gpu(), &model, 128).unwrap();
         let logits = session.prefill(&ids, &rope.position_ids, rope.rope_delta, &images, &videos, false).unwrap();
+        let inputs = images.len() + videos.len();
+        assert_eq!(session.last_prefill(), Prefilled { cached: 0, computed: ids.len(), encoded: inputs }, "{case}: first turn");
         let want = g.u32("generated_ids");
         let opts = GenerateOptions { max_new_tokens: want.len(), sampling: Sampling::Greedy, seed: 0, eos: vec![] };
         let (got, _) = pollster::block_on(generate(&mut session, logits, &opts, |_| true)).unwrap();
         assert_eq!(got, want, "{case}: greedy tokens through the session");
 
-        // Turn two: the conversation so far plus a few more tokens.
+        // Turn two: the conversation so far plus a few more tokens, about the same inputs.
         let mut turn2 = ids.clone();
         turn2.extend(&want);
         turn2.extend([1, 2, 3]);
         let rope2 = qwen3_vl_webgpu::runtime::get_rope_index(&turn2, c.image_token_id, c.video_token_id, &g.grids("image_grid_thw"), &g.grids("video_grid_thw"), merge).unwrap();
-        assert_eq!(session.cached_prefix(&turn2), ids.len() + want.len() - 1, "{case}: cached prefix");
-        // Blank pixels: were the tower re-run on them, the logits would change.
-        let blank = |v: &[VisionInput]| -> Vec<VisionInput> { v.iter().map(|x| VisionInput { pixel_values: vec![0.0; x.pixel_values.len()], grid_thw: x.grid_thw }).collect() };
-        let reused = read(&session.prefill(&turn2, &rope2.position_ids, rope2.rope_delta, &blank(&images), &blank(&videos), false).unwrap());
+        let cached = ids.len() + want.len() - 1;
+        assert_eq!(session.cached_prefix(&turn2, &images, &videos).unwrap(), cached, "{case}: cached prefix");
+        let reused = read(&session.prefill(&turn2, &rope2.position_ids, rope2.rope_delta, &images, &videos, false).unwrap());
+        assert_eq!(session.last_prefill(), Prefilled { cached, computed: turn2.len() - cached, encoded: 0 }, "{case}: second turn");
+        assert_eq!(session.vision_encoded(), inputs, "{case}: the vision tower ran again for the second question");
         let mut fresh = Session::new(gpu(), &model, 128).unwrap();
         let full = read(&fresh.prefill(&turn2, &rope2.position_ids, rope2.rope_delta, &images, &videos, false).unwrap());
         assert_close(&format!("{case}: second turn from the cache"), &reused, &full, F32_TOL);
+    }
+}
+
+/// The prefix cache is keyed by content: a new conversation about another image or video of
+/// the same size (same pad ids) without `reset` recomputes from that input's first pad and
+/// answers exactly as the new conversation alone.
+#[test]
+fn session_cache_tells_same_size_inputs_apart() {
+    use qwen3_vl_webgpu::runtime::{generate, GenerateOptions, Sampling, Session, VisionInput};
+    for case in ["image_nonsquare", "video_image"] {
+        let g = Golden::open(case);
+        let model = load(case, Format::F32);
+        let c = &model.config;
+        let (images, videos) = session_inputs(&g);
+        let ids = g.u32("input_ids");
+        let rope = qwen3_vl_webgpu::runtime::get_rope_index(&ids, c.image_token_id, c.video_token_id, &g.grids("image_grid_thw"), &g.grids("video_grid_thw"), c.vision_config.spatial_merge_size).unwrap();
+        // B: the same prompt with the last input's pixels mirrored (same grid, other content).
+        let mirrored = |v: &VisionInput| VisionInput { pixel_values: v.pixel_values.iter().rev().copied().collect(), grid_thw: v.grid_thw };
+        let (mut images_b, mut videos_b) = (images.clone(), videos.clone());
+        let (changed_pad, changed) = match videos_b.last_mut() {
+            Some(v) => (c.video_token_id, v),
+            None => (c.image_token_id, images_b.last_mut().unwrap()),
+        };
+        *changed = mirrored(changed);
+        let opts = GenerateOptions { max_new_tokens: 6, sampling: Sampling::Greedy, seed: 0, eos: vec![] };
+        let ask = |session: &mut Session<&Gpu, &Qwen3VL>, images: &[VisionInput], videos: &[VisionInput]| {
+            let logits = session.prefill(&ids, &rope.position_ids, rope.rope_delta, images, videos, false).unwrap();
+            let last = read(&logits);
+            let (out, _) = pollster::block_on(generate(session, logits, &opts, |_| true)).unwrap();
+            (last, out)
+        };
+        let mut session = Session::new(gpu(), &model, 128).unwrap();
+        let (logits_a, _) = ask(&mut session, &images, &videos);
+        let (logits_b, ids_b) = ask(&mut session, &images_b, &videos_b);
+        let b = session.last_prefill();
+        let (alone_logits, alone_ids) = ask(&mut Session::new(gpu(), &model, 128).unwrap(), &images_b, &videos_b);
+        assert_eq!(ids_b, alone_ids, "{case}: B after A without reset");
+        assert_close(&format!("{case}: B after A"), &logits_b, &alone_logits, F32_TOL);
+        // The check can fail: A's answer is not B's.
+        assert!(rel_err(&logits_a, &alone_logits) > 1e-2, "{case}: A and B give the same logits");
+        // Reused up to the changed input's first pad; only that input was encoded again.
+        // Reused up to the changed input's first pad; it and the inputs after it are encoded again.
+        let merge = c.vision_config.spatial_merge_size;
+        let firsts = |pad: u32, inputs: &[VisionInput]| -> Vec<usize> {
+            let pads: Vec<usize> = ids.iter().enumerate().filter(|(_, &t)| t == pad).map(|(i, _)| i).collect();
+            inputs.iter().scan(0, |at, v| { *at += v.num_tokens(merge); Some(pads[*at - v.num_tokens(merge)]) }).collect()
+        };
+        let first_pad = *firsts(changed_pad, if changed_pad == c.video_token_id { &videos } else { &images }).last().unwrap();
+        let again = firsts(c.image_token_id, &images).into_iter().chain(firsts(c.video_token_id, &videos)).filter(|&f| f >= first_pad).count();
+        assert_eq!((b.cached, b.computed, b.encoded), (first_pad, ids.len() - first_pad, again), "{case}: B after A");
+        assert_eq!(session.vision_encoded(), images.len() + videos.len() + again, "{case}");
     }
 }

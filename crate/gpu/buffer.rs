@@ -119,11 +119,10 @@ impl Gpu {
         let mut data = bytes.to_vec();
         data.resize(size as usize, 0);
         super::context::bump(&self.counters.buffers, 1);
-        let buffer = self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: None,
-            contents: &data,
-            usage: STORAGE,
+        let buffer = self.scoped(|| {
+            self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: None, contents: &data, usage: STORAGE })
         });
+        self.check()?;
         Ok(Tensor { _alloc: Allocation::new(&self.memory, size), buffer, shape: shape.to_vec(), dtype })
     }
 
@@ -159,12 +158,11 @@ impl Gpu {
 
     fn empty_with(&self, dtype: DType, shape: &[usize], usage: wgpu::BufferUsages) -> Result<Tensor, GpuError> {
         let size = self.buffer_size(dtype, shape)?;
-        let buffer = self.create_buffer(&wgpu::BufferDescriptor {
-            label: None,
-            size,
-            usage: STORAGE | usage,
-            mapped_at_creation: false,
+        let buffer = self.scoped(|| {
+            self.create_buffer(&wgpu::BufferDescriptor { label: None, size, usage: STORAGE | usage, mapped_at_creation: false })
         });
+        // Natively an allocation the device refused fails here; in the browser at a later check.
+        self.check()?;
         Ok(Tensor { _alloc: Allocation::new(&self.memory, size), buffer, shape: shape.to_vec(), dtype })
     }
 

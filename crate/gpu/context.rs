@@ -181,6 +181,23 @@ pub struct Gpu {
     /// Tensor storage allocated through this device (weights, caches, activations).
     pub memory: Arc<super::MemoryCounter>,
     pub counters: Counters,
+    /// Errors the device reported outside a call that could return them, for [`Gpu::check`].
+    faults: Arc<Mutex<Faults>>,
+}
+
+/// What the uncaptured-error handler, the device-lost callback and popped error scopes caught.
+#[derive(Default)]
+struct Faults {
+    /// The first error since the last [`Gpu::check`]; later ones are usually its consequences.
+    first: Option<GpuError>,
+    /// Why the device was lost: once set, every check fails.
+    lost: Option<String>,
+}
+
+impl Faults {
+    fn record(faults: &Mutex<Faults>, e: GpuError) {
+        faults.lock().unwrap_or_else(|p| p.into_inner()).first.get_or_insert(e);
+    }
 }
 
 impl Gpu {
@@ -269,6 +286,14 @@ impl Gpu {
             device_fence: profile == Profile::Full && matches!(info.backend, wgpu::Backend::Vulkan | wgpu::Backend::Noop),
             limits,
         };
+        // wgpu's default handler panics on any error not caught by a scope: record it instead.
+        let faults = Arc::new(Mutex::new(Faults::default()));
+        let f = faults.clone();
+        device.on_uncaptured_error(Arc::new(move |e| Faults::record(&f, e.into())));
+        let f = faults.clone();
+        device.set_device_lost_callback(move |reason, message| {
+            f.lock().unwrap_or_else(|p| p.into_inner()).lost.get_or_insert(format!("{reason:?}: {message}"));
+        });
         Ok(Gpu {
             device,
             queue,
@@ -277,7 +302,41 @@ impl Gpu {
             kernel_labels: Mutex::new(Vec::new()),
             memory: Default::default(),
             counters: Counters::default(),
+            faults,
         })
+    }
+
+    /// The error the device reported since the last check (validation, out of memory), or its
+    /// loss. Cheap: callers check where work is submitted or read back, not per dispatch.
+    pub fn check(&self) -> Result<(), GpuError> {
+        let mut faults = self.faults.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(why) = &faults.lost {
+            return Err(GpuError::Lost(why.clone()));
+        }
+        faults.first.take().map_or(Ok(()), Err)
+    }
+
+    /// Runs `work` inside out-of-memory and validation error scopes, and records what they catch
+    /// for [`Gpu::check`]: natively before this returns, in the browser when the scopes' promises
+    /// settle (before a later read-back's).
+    pub fn scoped<T>(&self, work: impl FnOnce() -> T) -> T {
+        let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let validation = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let out = work();
+        let caught = [validation.pop(), oom.pop()];
+        let faults = self.faults.clone();
+        let record = async move {
+            for scope in caught {
+                if let Some(e) = scope.await {
+                    Faults::record(&faults, e.into());
+                }
+            }
+        };
+        #[cfg(not(target_arch = "wasm32"))]
+        pollster::block_on(record);
+        #[cfg(target_arch = "wasm32")]
+        wasm_bindgen_futures::spawn_local(record);
+        out
     }
 
     /// Fails with the name of the limit when `bytes` cannot be bound at once.
@@ -367,9 +426,10 @@ impl Gpu {
             let _ = tx.send(r);
         });
         self.wait_for(submission);
-        rx.await
-            .map_err(|_| GpuError::Map("map callback dropped".into()))?
-            .map_err(|e| GpuError::Map(e.to_string()))?;
+        // A failed map is most often the device's loss or an earlier error: report that one.
+        let mapped = rx.await.map_err(|_| "map callback dropped".to_string()).and_then(|r| r.map_err(|e| e.to_string()));
+        self.check()?;
+        mapped.map_err(GpuError::Map)?;
         let bytes = staging
             .slice(..)
             .get_mapped_range()

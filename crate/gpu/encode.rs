@@ -257,34 +257,33 @@ impl<'g> Encoder<'g> {
     }
 
     /// Writes the staged parameters and submits everything recorded as one command buffer.
+    /// What the device rejects surfaces at the next [`Gpu::check`] (the callers that submit
+    /// check after it).
     pub fn submit(self) -> Submission {
         let start = now_ms();
-        self.write_arenas();
-        let mut w = Writer {
-            gpu: self.gpu,
-            enc: self.gpu.device.create_command_encoder(&Default::default()),
-            pass: None,
-            profiler: self.profiler,
-            last: None,
-        };
-        if let Some(p) = self.profiler {
-            p.families.borrow_mut().clear();
-        }
-        for item in &self.items {
-            match item {
-                Item::Op(op) => w.op(op),
-                Item::Replay(r) => r.ops.iter().for_each(|op| w.op(op)),
+        let gpu = self.gpu;
+        let submission = gpu.scoped(|| {
+            self.write_arenas();
+            let mut w = Writer { gpu, enc: gpu.device.create_command_encoder(&Default::default()), pass: None, profiler: self.profiler, last: None };
+            if let Some(p) = self.profiler {
+                p.families.borrow_mut().clear();
             }
-        }
-        w.pass = None;
-        if let Some(p) = self.profiler {
-            let n = p.families.borrow().len() as u32;
-            if n > 0 {
-                w.enc.resolve_query_set(&p.set, 0..2 * n, &p.resolve, 0);
+            for item in &self.items {
+                match item {
+                    Item::Op(op) => w.op(op),
+                    Item::Replay(r) => r.ops.iter().for_each(|op| w.op(op)),
+                }
             }
-        }
-        let submission = self.gpu.submit(w.enc.finish());
-        bump(&self.gpu.counters.encode_ns, ((now_ms() - start) * 1e6) as u64);
+            w.pass = None;
+            if let Some(p) = self.profiler {
+                let n = p.families.borrow().len() as u32;
+                if n > 0 {
+                    w.enc.resolve_query_set(&p.set, 0..2 * n, &p.resolve, 0);
+                }
+            }
+            gpu.submit(w.enc.finish())
+        });
+        bump(&gpu.counters.encode_ns, ((now_ms() - start) * 1e6) as u64);
         submission
     }
 }

@@ -8,7 +8,7 @@
 
 use crate::gpu::{DType, Encoder, Gpu, GpuError, ReadRing, Recording, Submission, Tensor};
 use crate::kernels::embed::embed;
-use crate::kernels::matmul::matmul;
+use crate::kernels::matmul::{matmul_with, MatmulOpts};
 use crate::kernels::sample::{argmax, sample_step};
 use crate::kernels::step::{step_buffer, StepValues};
 
@@ -38,20 +38,20 @@ pub struct DecodePlan {
     decoder: Recording,
     ring: ReadRing,
     /// What the recordings write in between (kept with them).
-    _buffers: (LayerBuffers, Tensor),
+    _buffers: LayerBuffers,
 }
 
 impl TextModel {
     /// Records the decode step for `state`'s caches: the choosers (argmax, or sampling with
     /// the penalties' `history` and its `seen` scratch, `sample_step`) and one token through
-    /// every decoder layer, the final norm and the head. Creates every pipeline decoding uses.
+    /// every decoder layer and the head (the final norm its prologue). Creates every pipeline
+    /// decoding uses.
     pub fn decode_plan(&self, gpu: &Gpu, state: &TextState, history: &Tensor, seen: &Tensor) -> Result<DecodePlan, ModelError> {
         let c = &self.config;
         let now = step_buffer(gpu, c.head_dim)?;
         let token = gpu.empty(DType::U32, &[1])?;
         let logits = gpu.empty(DType::F32, &[1, c.vocab_size])?;
         let a = LayerBuffers::new(gpu, c, 1)?;
-        let hidden = gpu.empty(DType::F32, &[1, c.hidden_size])?;
         let record = |work: &dyn Fn(&mut Encoder)| {
             let mut enc = Encoder::new(gpu);
             work(&mut enc);
@@ -65,11 +65,12 @@ impl TextModel {
             for (layer, cache) in self.layers.iter().zip(&state.caches) {
                 layer.forward(enc, &a, cache, &now, &Attend::Decode(&state.decode_scratch));
             }
-            self.norm.forward(enc, &a.x, &hidden);
-            matmul(enc, &hidden, self.head(), None, &logits);
+            // The final norm → the head in one pass.
+            let head_in = MatmulOpts { rms_norm: self.norm.prologue(), ..Default::default() };
+            matmul_with(enc, &a.x, self.head(), &logits, &head_in);
         });
         let ring = ReadRing::new(gpu, RING, 4);
-        Ok(DecodePlan { now, token, logits, greedy, sampled, decoder, ring, _buffers: (a, hidden) })
+        Ok(DecodePlan { now, token, logits, greedy, sampled, decoder, ring, _buffers: a })
     }
 
     /// The step values of one decode token at cache row `past`, whose M-RoPE position is

@@ -6,9 +6,8 @@ use std::ops::Range;
 
 use crate::gpu::{row_chunks, DType, Encoder, Gpu, Tensor};
 use crate::kernels::attention::{decode_attention, decode_scratch, decode_split, prefill_attention, DecodeScratch, KvCache, MAX_DECODE_QUERIES};
-use crate::kernels::elementwise::silu_mul;
 use crate::kernels::embed::{embed, scatter_add_rows, scatter_rows};
-use crate::kernels::matmul::matmul;
+use crate::kernels::matmul::{matmul, MatmulOpts};
 use crate::kernels::qk_rope::qk_norm_rope_append;
 use crate::kernels::quant::{Format, Matrix};
 use crate::kernels::rope::mrope_table;
@@ -25,7 +24,8 @@ pub(super) struct DecoderLayer {
     o_proj: Linear,
     q_norm: RmsNorm,
     k_norm: RmsNorm,
-    /// gate_proj and up_proj fused: each output row is [gate | up].
+    /// gate_proj and up_proj fused, their rows interleaved (gate_i, up_i): the SiLU·mul
+    /// epilogue writes the MLP's activation directly.
     gate_up_proj: Linear,
     down_proj: Linear,
 }
@@ -57,11 +57,9 @@ pub struct TextState {
 pub(super) struct LayerBuffers {
     /// The residual stream `[t, hidden]`, updated in place by each layer.
     pub(super) x: Tensor,
-    normed: Tensor,
     qkv: Tensor,
     q: Tensor,
     attn: Tensor,
-    gate_up: Tensor,
     act: Tensor,
 }
 
@@ -71,11 +69,9 @@ impl LayerBuffers {
         let f32s = |shape: &[usize]| gpu.empty(DType::F32, shape);
         Ok(LayerBuffers {
             x: f32s(&[t, h])?,
-            normed: f32s(&[t, h])?,
             qkv: f32s(&[t, (qh + 2 * kvh) * d])?,
             q: f32s(&[t, qh, d])?,
             attn: f32s(&[t, qh * d])?,
-            gate_up: f32s(&[t, 2 * c.intermediate_size])?,
             act: f32s(&[t, c.intermediate_size])?,
         })
     }
@@ -90,19 +86,21 @@ pub(super) enum Attend<'a> {
 
 impl DecoderLayer {
     /// `Qwen3VLTextDecoderLayer`: the rows of `a.x` through attention and the MLP, each added
-    /// to the residual stream; their keys and values go into `cache` at the step's rows.
+    /// to the residual stream; their keys and values go into `cache` at the step's rows. Six
+    /// dispatches (with the attention's combine fused, else seven).
     pub(super) fn forward(&self, enc: &mut Encoder, a: &LayerBuffers, cache: &KvCache, now: &Tensor, attend: &Attend) {
-        self.input_layernorm.forward(enc, &a.x, &a.normed);
-        self.qkv_proj.forward(enc, &a.normed, &a.qkv);
+        // input_layernorm → q|k|v in one pass over the residual stream.
+        let attn_in = MatmulOpts { rms_norm: self.input_layernorm.prologue(), ..Default::default() };
+        self.qkv_proj.forward_with(enc, &a.x, &a.qkv, attn_in);
         qk_norm_rope_append(enc, &a.qkv, &self.q_norm.weight, &self.k_norm.weight, self.q_norm.eps, now, cache, &a.q);
         match attend {
             Attend::Decode(scratch) => decode_attention(enc, &a.q, cache, now, scratch, &a.attn),
             Attend::Prefill { past } => prefill_attention(enc, &a.q, cache, *past, &a.attn),
         }
         self.o_proj.forward_acc(enc, &a.attn, &a.x);
-        self.post_attention_layernorm.forward(enc, &a.x, &a.normed);
-        self.gate_up_proj.forward(enc, &a.normed, &a.gate_up);
-        silu_mul(enc, &a.gate_up, &a.act);
+        // post_attention_layernorm → gate|up → SiLU·mul in one pass over the residual stream.
+        let mlp_in = MatmulOpts { rms_norm: self.post_attention_layernorm.prologue(), silu_mul: true, ..Default::default() };
+        self.gate_up_proj.forward_with(enc, &a.x, &a.act, mlp_in);
         self.down_proj.forward_acc(enc, &a.act, &a.x);
     }
 }
@@ -120,15 +118,17 @@ impl TextModel {
             .map(|i| {
                 let l = lm.pp(format_args!("layers.{i}"));
                 let a = l.pp("self_attn");
+                // In checkpoint order (`expected_tensors`), so a pre-quantized folder's shards
+                // are read, and hashed, front to back.
                 Ok(DecoderLayer {
-                    input_layernorm: RmsNorm::load(gpu, &l, "input_layernorm", h, eps)?,
-                    post_attention_layernorm: RmsNorm::load(gpu, &l, "post_attention_layernorm", h, eps)?,
                     qkv_proj: Linear::load_fused(gpu, &a, &["q_proj", "k_proj", "v_proj"], &[qd, kvd, kvd], h, c.attention_bias, format)?,
                     o_proj: Linear::load(gpu, &a, "o_proj", h, qd, c.attention_bias, format)?,
                     q_norm: RmsNorm::load(gpu, &a, "q_norm", d, eps)?,
                     k_norm: RmsNorm::load(gpu, &a, "k_norm", d, eps)?,
-                    gate_up_proj: Linear::load_fused(gpu, &l.pp("mlp"), &["gate_proj", "up_proj"], &[c.intermediate_size; 2], h, false, format)?,
+                    gate_up_proj: Linear::load_pairs(gpu, &l.pp("mlp"), ["gate_proj", "up_proj"], c.intermediate_size, h, format)?,
                     down_proj: Linear::load(gpu, &l.pp("mlp"), "down_proj", h, c.intermediate_size, false, format)?,
+                    input_layernorm: RmsNorm::load(gpu, &l, "input_layernorm", h, eps)?,
+                    post_attention_layernorm: RmsNorm::load(gpu, &l, "post_attention_layernorm", h, eps)?,
                 })
             })
             .collect::<Result<_, ModelError>>()?;

@@ -22,7 +22,7 @@ pub use preprocess::{smart_resize, ImageProcessor, PatchSpec, RgbImage, VisionIn
 pub use resize::Resampler;
 pub use generate::{generate, GenerateOptions, Stop, TextStream};
 pub use rope_index::{get_rope_index, RopeIndex};
-pub use session::{Decoder, Pending, Sampling, Session};
+pub use session::{Decoder, Pending, Prefilled, Sampling, Session};
 pub use video::{VideoInput, VideoProcessor};
 
 #[derive(Debug, thiserror::Error)]
@@ -47,4 +47,11 @@ pub enum RuntimeError {
     Placeholders(String),
     #[error("{0}")]
     Options(String),
+    /// Sizes out of range, or buffers past the host-memory budget (`preprocess::HOST_BUDGET`).
+    #[error("{0}")]
+    Size(String),
+    #[error("a budget of {max_pixels} pixels is below the processor's minimum of {min_pixels}")]
+    Budget { max_pixels: usize, min_pixels: usize },
+    #[error("the prompt needs {prompt} tokens but the context holds {capacity}")]
+    Capacity { prompt: usize, capacity: usize },
 }

@@ -3,6 +3,7 @@
 //! ([`Session::step`], [`Session::choose`]), or pipelined through the recorded decode plan
 //! ([`Session::decoder`], which `generate` drives).
 
+use std::hash::{Hash, Hasher};
 use std::ops::{Deref, Range};
 
 use crate::gpu::{DType, Encoder, Gpu, Submission, Tensor};
@@ -20,6 +21,11 @@ pub struct Session<G, M> {
     state: TextState,
     /// The tokens whose keys and values are in the cache, in order.
     tokens: Vec<u32>,
+    /// The images and videos behind the pad tokens in the cache: same pad ids can hide other
+    /// pixels (two camera frames of one size), so reuse compares these too.
+    vision: Vec<VisionSpan>,
+    last: Prefilled,
+    vision_encoded: usize,
     /// Where the penalties' history of generated tokens starts (the presence penalty only
     /// looks at what the model said in the current answer).
     answer_start: usize,
@@ -54,6 +60,9 @@ impl<G: Deref<Target = Gpu>, M: Deref<Target = Qwen3VL>> Session<G, M> {
             gpu,
             model,
             tokens: Vec::new(),
+            vision: Vec::new(),
+            last: Prefilled::default(),
+            vision_encoded: 0,
             answer_start: 0,
             rope_delta: 0,
         })
@@ -71,13 +80,64 @@ impl<G: Deref<Target = Gpu>, M: Deref<Target = Qwen3VL>> Session<G, M> {
     /// Forgets the conversation (the cache is overwritten from position 0 on).
     pub fn reset(&mut self) {
         self.tokens.clear();
+        self.vision.clear();
         self.answer_start = 0;
         self.rope_delta = 0;
     }
 
-    /// Length of the prefix of `input_ids` already in the cache.
-    pub fn cached_prefix(&self, input_ids: &[u32]) -> usize {
-        self.tokens.iter().zip(input_ids).take_while(|(a, b)| a == b).count()
+    /// For benchmarks: `n` more positions of token 0 count as cached without being computed
+    /// (their rows keep whatever they hold), so decoding at a long context can be timed
+    /// without its prefill: attention's work depends on the length, not the values.
+    pub fn assume_cached(&mut self, n: usize) -> Result<(), ModelError> {
+        if self.tokens.len() + n > self.capacity() {
+            return Err(ModelError::Input(format!("{} + {n} positions exceed the context of {}", self.tokens.len(), self.capacity())));
+        }
+        self.tokens.resize(self.tokens.len() + n, 0);
+        Ok(())
+    }
+
+    /// What the last prefill took from the cache and computed.
+    pub fn last_prefill(&self) -> Prefilled {
+        self.last
+    }
+
+    /// Images and videos the vision tower has encoded since the session was made.
+    pub fn vision_encoded(&self) -> usize {
+        self.vision_encoded
+    }
+
+    /// Length of the prefix of the conversation `input_ids` (with its `images` and `videos`, as
+    /// [`Session::prefill`] takes them) that the cache holds: the same tokens, and behind every
+    /// image or video in it the same pixels and grid.
+    pub fn cached_prefix(&self, input_ids: &[u32], images: &[VisionInput], videos: &[VisionInput]) -> Result<usize, ModelError> {
+        let [image_spans, video_spans] = self.vision_spans(input_ids, images, videos)?;
+        Ok(self.reusable(input_ids, input_ids.len(), &image_spans, &video_spans))
+    }
+
+    /// The pad spans of `input_ids`' images and of its videos, each with its content key.
+    fn vision_spans(&self, input_ids: &[u32], images: &[VisionInput], videos: &[VisionInput]) -> Result<[Vec<VisionSpan>; 2], ModelError> {
+        let c = &self.model.config;
+        let merge = c.vision_config.spatial_merge_size;
+        Ok([pad_spans(input_ids, c.image_token_id, images, merge)?, pad_spans(input_ids, c.video_token_id, videos, merge)?])
+    }
+
+    /// How many of the first `limit` positions of `input_ids` (with these vision spans) the
+    /// cache holds: the same token ids, and an image or video only whole and only if the cache
+    /// has the same one in the same place; otherwise the prefix ends where that input starts.
+    fn reusable(&self, input_ids: &[u32], limit: usize, image_spans: &[VisionSpan], video_spans: &[VisionSpan]) -> usize {
+        let mut past = self.tokens.iter().zip(input_ids).take_while(|(a, b)| a == b).count().min(limit);
+        let mut spans: Vec<&VisionSpan> = image_spans.iter().chain(video_spans).collect();
+        spans.sort_by_key(|s| s.first);
+        for span in spans {
+            if span.first >= past {
+                break;
+            }
+            if span.end > past || !self.vision.contains(span) {
+                past = span.first;
+                break;
+            }
+        }
+        past
     }
 
     /// Runs the whole conversation `input_ids` (with M-RoPE `positions`, `[3][len]`, and
@@ -112,6 +172,7 @@ impl<G: Deref<Target = Gpu>, M: Deref<Target = Qwen3VL>> Session<G, M> {
         videos: &[VisionInput],
         all_positions: bool,
     ) -> Result<Tensor, ModelError> {
+        self.gpu.check()?;
         let c = &self.model.config;
         let vocab = c.text_config.vocab_size;
         if let Some(&bad) = input_ids.iter().find(|&&t| t as usize >= vocab) {
@@ -123,17 +184,9 @@ impl<G: Deref<Target = Gpu>, M: Deref<Target = Qwen3VL>> Session<G, M> {
         if positions.iter().any(|p| p.len() != input_ids.len()) {
             return Err(ModelError::Input("position ids and input ids differ in length".into()));
         }
-        let merge = c.vision_config.spatial_merge_size;
-        let image_spans = pad_spans(input_ids, c.image_token_id, images, merge)?;
-        let video_spans = pad_spans(input_ids, c.video_token_id, videos, merge)?;
-        // Keep at least the last token to compute, so there are logits to return, and never
-        // cut through an image: its features are computed whole.
-        let mut past = self.cached_prefix(input_ids).min(input_ids.len() - 1);
-        for span in image_spans.iter().chain(&video_spans) {
-            if span.first < past && past < span.end {
-                past = span.first;
-            }
-        }
+        let [image_spans, video_spans] = self.vision_spans(input_ids, images, videos)?;
+        // Keep at least the last token to compute, so there are logits to return.
+        let past = self.reusable(input_ids, input_ids.len() - 1, &image_spans, &video_spans);
         let new = &input_ids[past..];
         let run: Vec<&VisionInput> = images.iter().zip(&image_spans).chain(videos.iter().zip(&video_spans))
             .filter(|(_, s)| s.first >= past).map(|(v, _)| v).collect();
@@ -154,8 +207,12 @@ impl<G: Deref<Target = Gpu>, M: Deref<Target = Qwen3VL>> Session<G, M> {
         let visual_input = visual.as_ref().map(|(out, positions)| VisualInput { positions, embeds: &out.embeds, deepstack: &out.deepstack });
         let hidden = self.model.language_model.hidden_states(&mut enc, &self.state, new, &rows, past, visual_input.as_ref(), all_positions)?;
         enc.submit();
+        gpu.check()?;
         self.tokens.truncate(past);
         self.tokens.extend_from_slice(new);
+        self.vision = image_spans.into_iter().chain(video_spans).collect();
+        self.last = Prefilled { cached: past, computed: new.len(), encoded: run.len() };
+        self.vision_encoded += run.len();
         self.answer_start = self.tokens.len();
         self.rope_delta = rope_delta;
         Ok(hidden)
@@ -167,6 +224,7 @@ impl<G: Deref<Target = Gpu>, M: Deref<Target = Qwen3VL>> Session<G, M> {
         let mut enc = Encoder::new(&self.gpu);
         let logits = self.model.language_model.lm_head(&mut enc, hidden, rows)?;
         enc.submit();
+        self.gpu.check()?;
         Ok(logits)
     }
 
@@ -180,6 +238,7 @@ impl<G: Deref<Target = Gpu>, M: Deref<Target = Qwen3VL>> Session<G, M> {
         let mut enc = Encoder::new(&self.gpu);
         let logits = self.model.language_model.forward(&mut enc, &self.state, &[token], &[[p, p, p]], past, None, false)?;
         enc.submit();
+        self.gpu.check()?;
         self.tokens.push(token);
         Ok(logits)
     }
@@ -314,14 +373,35 @@ impl<G: Deref<Target = Gpu>, M: Deref<Target = Qwen3VL>> Decoder<'_, G, M> {
     }
 }
 
-/// Where one image's or video's pad tokens lie: from its first pad to one past its last.
-struct PadSpan {
+/// What one prefill did, for honest timings: prompt tokens whose keys and values came from the
+/// cache, prompt tokens computed, and images and videos the vision tower encoded.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Prefilled {
+    pub cached: usize,
+    pub computed: usize,
+    pub encoded: usize,
+}
+
+/// Where one image's or video's pad tokens lie (from its first pad to one past its last) and
+/// a hash of what the vision tower reads for it: the preprocessed pixels and the grid.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct VisionSpan {
     first: usize,
     end: usize,
+    key: u64,
+}
+
+/// The content key of a vision input: SipHash with fixed keys, so deterministic; two different
+/// inputs share a key with probability 2^-64.
+fn content_key(v: &VisionInput) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    v.grid_thw.hash(&mut h);
+    h.write(bytemuck::cast_slice(&v.pixel_values));
+    h.finish()
 }
 
 /// Assigns the `id` pads of `input_ids`, in order, to `inputs` by their token counts.
-fn pad_spans(input_ids: &[u32], id: u32, inputs: &[VisionInput], merge: usize) -> Result<Vec<PadSpan>, ModelError> {
+fn pad_spans(input_ids: &[u32], id: u32, inputs: &[VisionInput], merge: usize) -> Result<Vec<VisionSpan>, ModelError> {
     let pads: Vec<usize> = input_ids.iter().enumerate().filter(|(_, &t)| t == id).map(|(i, _)| i).collect();
     let need: usize = inputs.iter().map(|v| v.num_tokens(merge)).sum();
     if need != pads.len() {
@@ -332,7 +412,7 @@ fn pad_spans(input_ids: &[u32], id: u32, inputs: &[VisionInput], merge: usize) -
         .iter()
         .map(|v| {
             let n = v.num_tokens(merge);
-            let span = PadSpan { first: pads[at], end: pads[at + n.max(1) - 1] + 1 };
+            let span = VisionSpan { first: pads[at], end: pads[at + n.max(1) - 1] + 1, key: content_key(v) };
             at += n;
             span
         })

@@ -7,6 +7,7 @@ mod attention;
 mod copy;
 mod elementwise;
 mod embed;
+mod errors;
 mod matmul;
 mod norm;
 mod qk_rope;

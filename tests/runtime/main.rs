@@ -5,5 +5,6 @@
 mod chat;
 mod golden;
 mod preprocess;
+mod request;
 mod rope_index;
 mod tokenizer;

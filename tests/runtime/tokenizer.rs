@@ -12,7 +12,7 @@ use qwen3_vl_webgpu::runtime::preprocess::{ImageProcessor, RgbImage};
 use qwen3_vl_webgpu::runtime::video::VideoProcessor;
 use qwen3_vl_webgpu::runtime::{ChatTemplate, VideoPlaceholder};
 
-fn processor() -> &'static Qwen3VLProcessor {
+pub fn processor() -> &'static Qwen3VLProcessor {
     static P: OnceLock<Qwen3VLProcessor> = OnceLock::new();
     P.get_or_init(|| {
         let path = std::env::var("QWEN_TOKENIZER_JSON").unwrap_or_else(|_| {
