@@ -3,8 +3,9 @@
 //! a video gives the library's prompt and greedy ids, also from a `quantize`d folder; bad input
 //! ends in one line on stderr and a non-zero exit.
 
+mod support;
+
 use std::path::Path;
-use std::process::Command;
 
 use qwen3_vl_webgpu::gpu::Gpu;
 use qwen3_vl_webgpu::kernels::quant::Format;
@@ -12,10 +13,7 @@ use qwen3_vl_webgpu::model::{Dtype, FileSource, ModelFolder, Qwen3VL, Safetensor
 use qwen3_vl_webgpu::runtime::preprocess::decode_image;
 use qwen3_vl_webgpu::runtime::{Content, ImageProcessor, Message, Qwen3VLProcessor, VideoProcessor, VisionInput};
 use qwen3_vl_webgpu::testing::assert_close;
-
-fn qwen3_vl(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_qwen3-vl")).args(args).env("XDG_RUNTIME_DIR", std::env::temp_dir()).output().unwrap()
-}
+use support::{ids_of, json_of, qwen3_vl, repo, tiny_folder};
 
 fn golden(case: &str) -> SafetensorsFile {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(case).join("golden.safetensors");
@@ -86,19 +84,6 @@ fn bad_input_is_one_line_and_a_failure() {
     }
 }
 
-fn repo(path: &str) -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
-}
-
-/// The tiny end-to-end model folder (`tests/fixtures/tiny.sh`) in a fresh temporary folder.
-fn tiny_folder(tag: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("qwen3vl-tiny-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let ok = Command::new("bash").arg(repo("tests/fixtures/tiny.sh")).arg(&dir).status().unwrap().success();
-    assert!(ok, "tests/fixtures/tiny.sh failed");
-    dir
-}
-
 /// The processor `qwen3-vl run` builds from a model folder.
 fn processor(dir: &Path) -> Qwen3VLProcessor {
     let mut p = Qwen3VLProcessor::from_tokenizer_json(&std::fs::read(dir.join("tokenizer.json")).unwrap()).unwrap();
@@ -136,15 +121,6 @@ fn tiny_fixture_tokenizer_fits_its_checkpoint() {
     let expect_head = [t.im_start].into_iter().chain(proc.encode("user\n").unwrap()).chain([t.vision_start, t.image_pad, t.image_pad, t.image_pad, t.image_pad, t.vision_end]);
     assert!(prompt.input_ids.iter().copied().zip(expect_head.clone()).all(|(a, b)| a == b), "{:?}", prompt.input_ids);
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-fn json_of(out: &std::process::Output, what: &str) -> serde_json::Value {
-    assert!(out.status.success(), "{what}: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{what}: {e}: {}", String::from_utf8_lossy(&out.stdout)))
-}
-
-fn ids_of(v: &serde_json::Value) -> Vec<u32> {
-    v["ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
 }
 
 /// Greedy decoding recomputed the slow way: a fresh full prefill of the whole sequence for every

@@ -7,7 +7,7 @@ mod context;
 mod encode;
 mod pipeline;
 
-pub use buffer::{row_chunks, DType, MemoryCounter, ReadRing, Tensor, POISON};
+pub use buffer::{row_chunks, DType, MemoryCounter, ReadRing, Tensor, POISON, UPLOAD_CHUNK};
 pub use context::{now_ms, Backend, Caps, Counters, Counts, Gpu, Profile, Submission};
 pub use encode::{grid, Encoder, Profiler, Recording, Timer, MAX_GROUPS_PER_DIM};
 pub use pipeline::{preprocess, specialise, Kernel, KernelKey};

@@ -85,7 +85,7 @@ impl Engine {
 
     /// Answers the conversation `messages` (the whole of it each time: the cached prefix is
     /// reused). `onToken(delta, id)` (optional) sees each token's text as it completes;
-    /// returning `false` cancels. Resolves to `{ ids, text, stop, promptTokens, timings }`.
+    /// returning `false` cancels. Resolves to `{ ids, text, stop, promptTokens, promptIds, timings }`.
     // The borrow is held across the chat's awaits on purpose: it is the engine's lock, and every
     // other access uses `try_borrow*`, so an overlap is an Error, never a panic.
     #[allow(clippy::await_holding_refcell_ref)]
@@ -150,7 +150,8 @@ async fn warm_up(inner: &mut Inner, progress: Option<Progress>) -> Result<(), Js
 async fn chat(inner: &mut Inner, messages: &JsValue, options: &JsValue, on_token: Option<&Function>) -> Result<JsValue, JsError> {
     let conv = conversation(messages).map_err(fail)?;
     let options = chat_options(options).map_err(fail)?;
-    let req = Request::new(&inner.processor, &conv.messages, &conv.images, &conv.videos, &options, &inner.generation).map_err(fail)?;
+    let images: Vec<request::Image> = conv.images.into_iter().map(Into::into).collect();
+    let req = Request::new(&inner.processor, &conv.messages, &images, &conv.videos, &options, &inner.generation).map_err(fail)?;
     let ids = &req.prompt.input_ids;
     let start = now_ms();
     let logits = inner.session.prefill(ids, &req.prompt.rope.position_ids, req.prompt.rope.rope_delta, &req.images, &req.videos, false).map_err(fail)?;
@@ -192,6 +193,7 @@ async fn chat(inner: &mut Inner, messages: &JsValue, options: &JsValue, on_token
         "text": text,
         "stop": stop.reason(),
         "promptTokens": ids.len(),
+        "promptIds": ids,
         "timings": {
             "timeToFirstTokenMs": ttft,
             "prefillTokensPerS": ids.len() as f64 / (ttft / 1e3).max(1e-9),

@@ -46,3 +46,20 @@ fn matrices_split_under_the_binding_limit() {
         }
     }
 }
+
+/// A part larger than one upload block is written block by block (UPLOAD_CHUNK bytes of rows
+/// each): data and scales read back equal to the whole matrix's encoding.
+#[test]
+fn matrices_upload_in_blocks() {
+    let mut rng = Rng::new(5);
+    let k = 4096;
+    let n = qwen3_vl_webgpu::gpu::UPLOAD_CHUNK / (4 * Format::Q4.row_words(k)) + 37;
+    let w = rng.vec(n * k, 1.0);
+    let (data, scales) = encode(&w, k, Format::Q4);
+    for gpu in gpus() {
+        let m = Matrix::upload(gpu, &w, n, k, Format::Q4, None).unwrap();
+        assert_eq!(m.parts.len(), 1);
+        assert_eq!(gpu.read_u32_blocking(&m.parts[0].data).unwrap(), data);
+        assert_eq!(gpu.read_u32_blocking(m.parts[0].scales.as_ref().unwrap()).unwrap(), scales);
+    }
+}

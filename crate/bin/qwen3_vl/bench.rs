@@ -1,7 +1,6 @@
 //! `qwen3-vl bench`: the end-to-end figures users feel, on random weights of the real shapes
 //! or a model folder, as one table.
 
-use std::path::PathBuf;
 use std::time::Instant;
 
 use qwen3_vl_webgpu::gpu::{DType, Encoder, Gpu};
@@ -12,6 +11,7 @@ use qwen3_vl_webgpu::runtime::{get_rope_index, ImageProcessor, RgbImage, Samplin
 use qwen3_vl_webgpu::testing::Rng;
 
 use crate::common::{self, Result, Weights};
+use crate::hub;
 
 /// Load time, ViT time for one 640×480 frame, prefill and decode tokens/s, time to first
 /// token, GPU memory.
@@ -19,8 +19,9 @@ use crate::common::{self, Result, Weights};
 #[command(group = clap::ArgGroup::new("what").required(true).args(["model", "synthetic"]))]
 pub struct Args {
     /// Model folder (Hugging Face layout, or written by `quantize`).
-    #[arg(long, value_name = "DIR")]
-    model: Option<PathBuf>,
+    /// Model folder or Hugging Face id (owner/name[@revision]).
+    #[arg(long, value_name = "DIR|ID")]
+    model: Option<String>,
     /// Random weights of the real shapes (2b or 4b) through the ordinary loader: no download.
     #[arg(long, value_name = "2b|4b")]
     synthetic: Option<String>,
@@ -41,7 +42,7 @@ pub fn run(args: Args) -> Result<()> {
     let format = Format::from(args.weights);
     let gpu = &common::gpu()?;
     let (folder, what) = match (&args.model, &args.synthetic) {
-        (Some(dir), _) => (ModelFolder::open(dir).map_err(|e| e.to_string())?, dir.display().to_string()),
+        (Some(model), _) => (ModelFolder::open(&hub::model_dir(model)?).map_err(|e| e.to_string())?, model.clone()),
         (None, Some(size)) => {
             let config = synthetic::config(size).map_err(|e| e.to_string())?;
             (synthetic::folder(config).map_err(|e| e.to_string())?, format!("synthetic {size}"))

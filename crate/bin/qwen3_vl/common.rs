@@ -5,10 +5,12 @@ use std::path::Path;
 
 use qwen3_vl_webgpu::gpu::Gpu;
 use qwen3_vl_webgpu::kernels::quant::Format;
-use qwen3_vl_webgpu::model::{ModelFolder, Qwen3VL};
+use qwen3_vl_webgpu::model::{open_in, ModelFolder, Qwen3VL};
 use qwen3_vl_webgpu::runtime::preprocess::decode_image;
 use qwen3_vl_webgpu::runtime::request;
 use qwen3_vl_webgpu::runtime::{ImageProcessor, Qwen3VLProcessor, RgbImage, VisionInput};
+
+use crate::progress;
 
 pub type Result<T> = std::result::Result<T, String>;
 
@@ -35,10 +37,13 @@ pub fn gpu() -> Result<Gpu> {
     Gpu::new_blocking(None).map_err(|e| e.to_string())
 }
 
-/// The model folder and the model on the GPU.
+/// The model folder and the model on the GPU, with a progress bar of the bytes read (the
+/// loader quantizes and uploads each tensor as it reads it).
 pub fn load(dir: &Path, weights: Weights, gpu: &Gpu) -> Result<(ModelFolder, Qwen3VL)> {
-    let folder = ModelFolder::open(dir).map_err(|e| e.to_string())?;
+    let bar = progress::bytes(0, "read+quantize+upload");
+    let folder = ModelFolder::load(progress::counted(open_in(dir), &bar)).map_err(|e| e.to_string())?;
     let model = Qwen3VL::load(gpu, &folder, weights.into()).map_err(|e| e.to_string())?;
+    bar.finish_and_clear();
     Ok((folder, model))
 }
 

@@ -9,14 +9,15 @@ use qwen3_vl_webgpu::model::ModelFolder;
 use qwen3_vl_webgpu::runtime::{get_rope_index, Content, Message, Session};
 
 use crate::common::{self, Result, Weights};
+use crate::hub;
 
 /// Write the logits of every prompt position (`<f4`, C order, `[positions, vocab]`).
 #[derive(clap::Args)]
 #[command(group = clap::ArgGroup::new("input").required(true).args(["prompt", "input_ids"]))]
 pub struct Args {
-    /// Model folder (Hugging Face layout, or written by `quantize`).
-    #[arg(long, value_name = "DIR")]
-    model: PathBuf,
+    /// Model folder or Hugging Face id (owner/name[@revision]).
+    #[arg(long, value_name = "DIR|ID")]
+    model: String,
     /// The user's text, through the chat template.
     #[arg(long, value_name = "TEXT")]
     prompt: Option<String>,
@@ -46,7 +47,7 @@ fn token_ids(list: &str) -> Result<TokenIds> {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let dir = &args.model;
+    let dir = &hub::model_dir(&args.model)?;
     let (input_ids, images, positions, delta) = match (&args.prompt, &args.input_ids) {
         (Some(text), _) => {
             let proc = common::processor(dir)?;

@@ -2,13 +2,17 @@
 //! they share (the model folder, the GPU, input files). `qwen3-vl --help` and
 //! `qwen3-vl COMMAND --help` list the flags.
 //!
-//! `--model` takes a Hugging Face folder or a pre-quantized one written by `quantize`.
+//! `--model` takes a Hugging Face folder, a pre-quantized one written by `quantize`, or a
+//! Hugging Face id (`hub`).
 
 mod bench;
 mod common;
+mod hub;
 mod logits;
+mod progress;
 mod quantize;
 mod run;
+mod serve;
 mod verify;
 
 use std::process::ExitCode;
@@ -18,6 +22,9 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(name = "qwen3-vl", version, about = "Qwen3-VL on the GPU through wgpu")]
 struct Cli {
+    /// No progress bars (they are also hidden when stderr is not a terminal).
+    #[arg(long, global = true)]
+    quiet: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -25,6 +32,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     Run(run::Args),
+    Serve(serve::Args),
     Logits(logits::Args),
     Bench(bench::Args),
     Quantize(quantize::Args),
@@ -32,8 +40,11 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let result = match Cli::parse().command {
+    let cli = Cli::parse();
+    progress::set_quiet(cli.quiet);
+    let result = match cli.command {
         Command::Run(args) => run::run(args),
+        Command::Serve(args) => serve::run(args),
         Command::Logits(args) => logits::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Quantize(args) => quantize::run(args),
