@@ -1,6 +1,6 @@
 //! The GPU core: device and capability profile, buffers (split by rows under binding limits,
-//! and kept in arenas for reuse), pipelines built from WGSL with run-time variants, and
-//! command encoding. Knows no models.
+//! and kept in arenas for reuse), pipelines built from WGSL with run-time variants, command
+//! encoding and replay, and counters of what the device was asked to do. Knows no models.
 
 mod arena;
 mod buffer;
@@ -10,10 +10,10 @@ mod pipeline;
 mod rows;
 
 pub use arena::Arena;
-pub use buffer::{row_chunks, DType, MemoryCounter, Tensor, POISON, UPLOAD_CHUNK};
+pub use buffer::{row_chunks, DType, MemoryCounter, ReadRing, Tensor, POISON, UPLOAD_CHUNK};
+pub use context::{now_ms, Backend, Caps, Counters, Counts, Gpu, Profile, Submission};
+pub use encode::{grid, Encoder, Profiler, Recording, Timer, MAX_GROUPS_PER_DIM};
 pub use rows::{spans, RowPart, RowSplit};
-pub use context::{Caps, Gpu, Profile};
-pub use encode::{grid, Encoder, Timer, MAX_GROUPS_PER_DIM};
 pub use pipeline::{preprocess, specialise, Kernel, KernelKey};
 
 #[derive(Clone, Debug, thiserror::Error)]

@@ -7,21 +7,22 @@
 use std::ops::Range;
 
 use crate::gpu::{row_chunks, spans, Arena, DType, Encoder, Gpu, GpuError, RowSplit, Tensor};
-use crate::kernels::attention::{decode_attention, kv_append, prefill_attention, KvCache, MAX_DECODE_QUERIES};
+use crate::kernels::attention::{decode_attention, decode_scratch, decode_split, prefill_attention, DecodeScratch, KvCache, MAX_DECODE_QUERIES};
 use crate::kernels::embed::{embed, scatter_add_rows, scatter_rows};
 use crate::kernels::matmul::{matmul, MatmulOpts};
+use crate::kernels::qk_rope::qk_norm_rope_append;
 use crate::kernels::quant::{Format, Matrix};
-use crate::kernels::rope::{apply_rope, mrope_table};
+use crate::kernels::rope::mrope_table;
+use crate::kernels::step::StepValues;
 
 use super::layers::{load_matrix, Linear, RmsNorm};
 use super::{ModelError, Qwen3VLTextConfig, VisionOutput, Weights};
 
-struct DecoderLayer {
+pub(super) struct DecoderLayer {
     input_layernorm: RmsNorm,
     post_attention_layernorm: RmsNorm,
-    q_proj: Linear,
-    k_proj: Linear,
-    v_proj: Linear,
+    /// q_proj, k_proj and v_proj fused: each output row is [q | k | v].
+    qkv_proj: Linear,
     o_proj: Linear,
     q_norm: RmsNorm,
     k_norm: RmsNorm,
@@ -33,9 +34,9 @@ struct DecoderLayer {
 
 pub struct TextModel {
     pub config: Qwen3VLTextConfig,
-    embed_tokens: Matrix,
-    layers: Vec<DecoderLayer>,
-    norm: RmsNorm,
+    pub(super) embed_tokens: Matrix,
+    pub(super) layers: Vec<DecoderLayer>,
+    pub(super) norm: RmsNorm,
     /// `None` when tied to `embed_tokens`.
     lm_head: Option<Matrix>,
     /// Positions per prefill chunk (see [`TextModel::chunk_rows`]).
@@ -63,7 +64,7 @@ pub struct TextInput<'a> {
 /// The caches and scratch a conversation keeps between calls.
 pub struct TextState {
     pub caches: Vec<KvCache>,
-    decode_scratch: Tensor,
+    pub(super) decode_scratch: DecodeScratch,
     /// The activations of prefill chunks and decode steps, reused from call to call.
     arena: Arena,
 }
@@ -73,6 +74,62 @@ impl TextState {
     /// prompt's chunk buffers, once only shorter calls follow).
     pub fn trim(&self) {
         self.arena.trim();
+    }
+}
+
+/// The activations of `t` positions that every decoder layer reads and writes in turn.
+pub(super) struct LayerBuffers {
+    /// The residual stream `[t, hidden]`, updated in place by each layer.
+    pub(super) x: Tensor,
+    qkv: Tensor,
+    q: Tensor,
+    attn: Tensor,
+    act: Tensor,
+}
+
+impl LayerBuffers {
+    pub(super) fn new(gpu: &Gpu, c: &Qwen3VLTextConfig, t: usize) -> Result<Self, ModelError> {
+        Self::with(c, t, |shape| gpu.empty(DType::F32, shape))
+    }
+
+    /// The buffers, each `[t, ...]` f32 made by `f32s` for its shape.
+    fn with(c: &Qwen3VLTextConfig, t: usize, f32s: impl Fn(&[usize]) -> Result<Tensor, GpuError>) -> Result<Self, ModelError> {
+        let (h, d, qh, kvh) = (c.hidden_size, c.head_dim, c.num_attention_heads, c.num_key_value_heads);
+        Ok(LayerBuffers {
+            x: f32s(&[t, h])?,
+            qkv: f32s(&[t, (qh + 2 * kvh) * d])?,
+            q: f32s(&[t, qh, d])?,
+            attn: f32s(&[t, qh * d])?,
+            act: f32s(&[t, c.intermediate_size])?,
+        })
+    }
+}
+
+/// How a layer attends to the cache: split-K decode for a few rows (its position and splits
+/// in the step buffer), or prefill tiles after `past` cached positions.
+pub(super) enum Attend<'a> {
+    Decode(&'a DecodeScratch),
+    Prefill { past: usize },
+}
+
+impl DecoderLayer {
+    /// `Qwen3VLTextDecoderLayer`: the rows of `a.x` through attention and the MLP, each added
+    /// to the residual stream; their keys and values go into `cache` at the step's rows. Six
+    /// dispatches (with the attention's combine fused, else seven).
+    pub(super) fn forward(&self, enc: &mut Encoder, a: &LayerBuffers, cache: &KvCache, now: &Tensor, attend: &Attend) {
+        // input_layernorm → q|k|v in one pass over the residual stream.
+        let attn_in = MatmulOpts { rms_norm: self.input_layernorm.prologue(), ..Default::default() };
+        self.qkv_proj.forward_with(enc, &a.x, &a.qkv, attn_in);
+        qk_norm_rope_append(enc, &a.qkv, &self.q_norm.weight, &self.k_norm.weight, self.q_norm.eps, now, cache, &a.q);
+        match attend {
+            Attend::Decode(scratch) => decode_attention(enc, &a.q, cache, now, scratch, &a.attn),
+            Attend::Prefill { past } => prefill_attention(enc, &a.q, cache, *past, &a.attn),
+        }
+        self.o_proj.forward_acc(enc, &a.attn, &a.x);
+        // post_attention_layernorm → gate|up → SiLU·mul in one pass over the residual stream.
+        let mlp_in = MatmulOpts { rms_norm: self.post_attention_layernorm.prologue(), silu_mul: true, ..Default::default() };
+        self.gate_up_proj.forward_with(enc, &a.x, &a.act, mlp_in);
+        self.down_proj.forward_acc(enc, &a.act, &a.x);
     }
 }
 
@@ -92,9 +149,7 @@ impl TextModel {
                 // In checkpoint order (`expected_tensors`), so a pre-quantized folder's shards
                 // are read, and hashed, front to back.
                 Ok(DecoderLayer {
-                    q_proj: Linear::load(gpu, &a, "q_proj", qd, h, c.attention_bias, format)?,
-                    k_proj: Linear::load(gpu, &a, "k_proj", kvd, h, c.attention_bias, format)?,
-                    v_proj: Linear::load(gpu, &a, "v_proj", kvd, h, c.attention_bias, format)?,
+                    qkv_proj: Linear::load_fused(gpu, &a, &["q_proj", "k_proj", "v_proj"], &[qd, kvd, kvd], h, c.attention_bias, format)?,
                     o_proj: Linear::load(gpu, &a, "o_proj", h, qd, c.attention_bias, format)?,
                     q_norm: RmsNorm::load(gpu, &a, "q_norm", d, eps)?,
                     k_norm: RmsNorm::load(gpu, &a, "k_norm", d, eps)?,
@@ -112,9 +167,9 @@ impl TextModel {
             Some(load_matrix(gpu, w, "lm_head.weight", &[vocab, h], format)?)
         };
         // The widest per-position activation: the MLP's (SiLU·mul is fused into gate|up, so it
-        // holds intermediate_size), q, the residual stream (which visual rows replace), or the
-        // chunk's logits.
-        let widest = [c.intermediate_size, qd, h, vocab].into_iter().max().unwrap_or(1);
+        // holds intermediate_size), q|k|v, the residual stream (which visual rows replace), or
+        // the chunk's logits.
+        let widest = [c.intermediate_size, qd + 2 * kvd, h, vocab].into_iter().max().unwrap_or(1);
         let (row_bytes, limit) = (4 * widest as u64, gpu.caps.max_binding());
         let chunk_rows = (limit / row_bytes) as usize;
         if chunk_rows == 0 {
@@ -135,12 +190,26 @@ impl TextModel {
         let caches = (0..c.num_hidden_layers)
             .map(|_| KvCache::new(gpu, c.num_key_value_heads, capacity, c.head_dim, dtype))
             .collect::<Result<Vec<_>, _>>()?;
-        let decode_scratch = crate::kernels::attention::decode_scratch(gpu, &caches[0], c.num_attention_heads, MAX_DECODE_QUERIES)?;
+        let decode_scratch = decode_scratch(gpu, &caches[0], c.num_attention_heads, MAX_DECODE_QUERIES)?;
         Ok(TextState { caches, decode_scratch, arena: Arena::new(gpu, self.chunk_rows) })
     }
 
-    fn head(&self) -> &Matrix {
+    pub(super) fn head(&self) -> &Matrix {
         self.lm_head.as_ref().unwrap_or(&self.embed_tokens)
+    }
+
+    /// The step buffer's values for tokens at cache rows `past..` with M-RoPE `positions`
+    /// (t, h, w per token): their rotary rows and, for few enough tokens, decode attention's
+    /// splits.
+    pub(super) fn step_values(&self, state: &TextState, past: usize, positions: &[[u32; 3]]) -> StepValues {
+        let c = &self.config;
+        let t = positions.len();
+        let (cos, sin) = mrope_table(positions, c.rope.mrope_section, c.rope.rope_theta as f32, c.head_dim);
+        let values = StepValues::new(past).rotary(&cos, &sin, t);
+        match t <= MAX_DECODE_QUERIES {
+            true => values.attention(decode_split(&state.caches[0], c.num_attention_heads, t, past)),
+            false => values,
+        }
     }
 
     /// Runs `ids` (already validated < vocab) with M-RoPE `positions` (t, h, w per token) at
@@ -196,12 +265,15 @@ impl TextModel {
         assert!(rows.start < rows.end && rows.end <= ids.len() && rows.len() <= self.chunk_rows, "chunk {rows:?} of {} ids", ids.len());
         let last = rows.end == ids.len();
         let (t, row0, past) = (rows.len(), rows.start, past + rows.start);
-        let (h, d, qh, kvh) = (c.hidden_size, c.head_dim, c.num_attention_heads, c.num_key_value_heads);
-        let f32s = |cols: usize| state.arena.rows(gpu, DType::F32, t, cols);
-        let (cos, sin) = mrope_table(&positions[rows.clone()], c.rope.mrope_section, c.rope.rope_theta as f32, d);
-        let (cos, sin) = (gpu.upload_f32(&cos, &[t, d / 2])?, gpu.upload_f32(&sin, &[t, d / 2])?);
-        let x = f32s(h)?;
-        embed(enc, &self.embed_tokens, &gpu.upload_u32(&ids[rows.clone()], &[t])?, &x);
+        assert!(past + t <= state.caches[0].capacity, "{past} + {t} positions exceed the cache");
+        let h = c.hidden_size;
+        let now = self.step_values(state, past, &positions[rows.clone()]).upload(gpu)?;
+        let attend = match t <= MAX_DECODE_QUERIES {
+            true => Attend::Decode(&state.decode_scratch),
+            false => Attend::Prefill { past },
+        };
+        let a = LayerBuffers::with(c, t, |shape| Ok(state.arena.rows(gpu, DType::F32, t, shape[1..].iter().product())?.view(shape)))?;
+        embed(enc, &self.embed_tokens, &gpu.upload_u32(&ids[rows.clone()], &[t])?, &a.x);
         // The parts of each visual input's features with tokens in this chunk, and those tokens.
         let mut features = Vec::new();
         for v in visual {
@@ -213,50 +285,25 @@ impl TextModel {
             }
         }
         for (input, i, at) in &features {
-            scatter_rows(enc, &x, row0, at, &input.features.embeds.parts[*i].tensor);
+            scatter_rows(enc, &a.x, row0, at, &input.features.embeds.parts[*i].tensor);
         }
-        let normed = f32s(h)?;
-        let (q, k, v) = (f32s(qh * d)?.view(&[t, qh, d]), f32s(kvh * d)?.view(&[t, kvh, d]), f32s(kvh * d)?.view(&[t, kvh, d]));
-        // Projections before the per-head norm (a kernel cannot read and write one buffer).
-        let (q_lin, k_lin) = (f32s(qh * d)?, f32s(kvh * d)?);
-        let attn = f32s(qh * d)?;
-        let act = f32s(c.intermediate_size)?;
         for (l, layer) in self.layers.iter().enumerate() {
-            let cache = &state.caches[l];
-            layer.input_layernorm.forward(enc, &x, &normed);
-            layer.q_proj.forward(enc, &normed, &q_lin);
-            layer.k_proj.forward(enc, &normed, &k_lin);
-            layer.v_proj.forward(enc, &normed, &v.view(&[t, kvh * d]));
-            layer.q_norm.forward(enc, &q_lin.view(&[t * qh, d]), &q);
-            layer.k_norm.forward(enc, &k_lin.view(&[t * kvh, d]), &k);
-            apply_rope(enc, &q, &cos, &sin, qh, 0);
-            apply_rope(enc, &k, &cos, &sin, kvh, 0);
-            kv_append(enc, cache, &k, &v, past);
-            if t <= MAX_DECODE_QUERIES {
-                decode_attention(enc, &q, cache, past, &state.decode_scratch, &attn);
-            } else {
-                prefill_attention(enc, &q, cache, past, &attn);
-            }
-            layer.o_proj.forward_acc(enc, &attn, &x);
-            // post_attention_layernorm → gate|up → SiLU·mul in one pass over the residual stream.
-            let mlp_in = MatmulOpts { rms_norm: layer.post_attention_layernorm.prologue(), silu_mul: true, ..Default::default() };
-            layer.gate_up_proj.forward_with(enc, &x, &act, mlp_in);
-            layer.down_proj.forward_acc(enc, &act, &x);
+            layer.forward(enc, &a, &state.caches[l], &now, &attend);
             for (input, i, at) in &features {
                 if let Some(ds) = input.features.deepstack.get(l) {
-                    scatter_add_rows(enc, &x, row0, at, &ds.parts[*i].tensor);
+                    scatter_add_rows(enc, &a.x, row0, at, &ds.parts[*i].tensor);
                 }
             }
         }
         if all_positions {
-            let hidden = f32s(h)?;
-            self.norm.forward(enc, &x, &hidden);
+            let hidden = state.arena.rows(gpu, DType::F32, t, h)?;
+            self.norm.forward(enc, &a.x, &hidden);
             Ok(Some(hidden))
         } else if last {
             // Only the last position feeds generation: norm it alone.
             let one = || state.arena.rows(gpu, DType::F32, 1, h);
             let (x_last, hidden) = (one()?, one()?);
-            enc.copy(&x.buffer, ((t - 1) * h * 4) as u64, &x_last.buffer, 0, (h * 4) as u64);
+            enc.copy(&a.x.buffer, ((t - 1) * h * 4) as u64, &x_last.buffer, 0, (h * 4) as u64);
             self.norm.forward(enc, &x_last, &hidden);
             Ok(Some(hidden))
         } else {

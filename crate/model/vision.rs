@@ -208,7 +208,11 @@ impl VisionModel {
             if let Some(j) = c.deepstack_visual_indexes.iter().position(|&l| l == i) {
                 deepstack.push((j, self.deepstack_merger_list[j].forward(enc, arena, &x, merge * merge)?));
             }
-            enc.flush();
+            // An image of one chunk stays one submission (a compile-only warm-up records the
+            // tower without running it).
+            if x.parts.len() > 1 {
+                enc.flush();
+            }
         }
         deepstack.sort_by_key(|(j, _)| *j);
         let embeds = self.merger.forward(enc, arena, &x, merge * merge)?;
@@ -248,7 +252,9 @@ impl VisionModel {
             let pos = self.arena.rows(gpu, DType::F32, n, d)?;
             gather4(enc, &self.pos_embed, &idx, &wts, &pos);
             add(enc, &p.tensor, &pos);
-            enc.flush();
+            if x.parts.len() > 1 {
+                enc.flush();
+            }
         }
         Ok(())
     }
