@@ -56,8 +56,9 @@ export interface RGBAImage {
 
 export type ContentPart =
   | { type: "text"; text: string }
-  | { type: "image"; image: ImageInput }
-  | { type: "image_url"; image_url: string | { url: string } }
+  /** `maxPixels`: this image's pixel budget, over the chat's (see ChatOptions.maxPixels). */
+  | { type: "image"; image: ImageInput; maxPixels?: number }
+  | { type: "image_url"; image_url: string | { url: string }; maxPixels?: number }
   /** Frames of one video with their times in seconds. */
   | { type: "video"; frames: ImageInput[]; timestamps: number[] };
 
@@ -76,6 +77,11 @@ export interface GenerationOptions {
   seed?: number;
   /** Argmax decoding: the same ids as `qwen3-vl run --greedy`. */
   greedy?: boolean;
+  /** The most pixels of an image (default 786432: 1024×768, 768 tokens); it caps the model's
+   *  preprocessor_config.json maximum, keeping the aspect ratio. An image part's own wins. */
+  maxPixels?: number;
+  /** The most pixels of all of a video's frames together (default 1572864). */
+  videoMaxPixels?: number;
 }
 
 export interface ChatOptions extends GenerationOptions {
@@ -90,7 +96,16 @@ export interface ChatResult {
   text: string;
   stop: "stop" | "length" | "cancelled" | "context_full";
   promptTokens: number;
-  timings: { timeToFirstTokenMs: number; prefillTokensPerS: number; decodeTokensPerS: number; totalMs: number };
+  /** `cachedTokens` of the prompt came from earlier turns' cache, `computedTokens` were computed
+   *  now (the prefill rate counts only these). */
+  timings: {
+    timeToFirstTokenMs: number;
+    cachedTokens: number;
+    computedTokens: number;
+    prefillTokensPerS: number;
+    decodeTokensPerS: number;
+    totalMs: number;
+  };
 }
 
 /** Text deltas as they are generated, and the final result. */

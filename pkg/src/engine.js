@@ -14,7 +14,7 @@ export function initWasm() {
   return (wasmReady ??= init());
 }
 
-const GENERATION_OPTIONS = ["maxNewTokens", "temperature", "topK", "topP", "repetitionPenalty", "presencePenalty", "seed", "greedy"];
+const GENERATION_OPTIONS = ["maxNewTokens", "temperature", "topK", "topP", "repetitionPenalty", "presencePenalty", "seed", "greedy", "maxPixels", "videoMaxPixels"];
 
 /**
  * The weights of a remote folder as a cached, verified Folder: a pre-quantized folder (with
@@ -58,6 +58,7 @@ export class Engine {
   #wasm;
   #folder;
   #busy = false;
+  #lost = null;
 
   constructor(wasm, folder) {
     this.#wasm = wasm;
@@ -122,6 +123,16 @@ export class Engine {
         onDelta?.(delta, id);
         return !signal?.aborted;
       });
+    } catch (e) {
+      // A lost device never comes back: drop it (and the GPU memory it held) so that only a new
+      // load, on a new device, is left to do.
+      const lost = this.#wasm.deviceLost();
+      if (lost) {
+        this.#lost = lost;
+        this.#busy = false;
+        this.unload();
+      }
+      throw e;
     } finally {
       this.#busy = false;
     }
@@ -146,6 +157,7 @@ export class Engine {
   }
 
   #live() {
+    if (this.#lost) throw new Error(`the GPU device was lost (${this.#lost}): load the model again`);
     if (!this.#wasm) throw new Error("the model was unloaded");
     return this.#wasm;
   }
