@@ -3,9 +3,9 @@
 //! ```text
 //! qwen3-vl run --model DIR [--image FILE]… [--video DIR --fps F] --prompt TEXT [--system TEXT]
 //!              [--max-new-tokens N] [--greedy | --temperature T --top-k K --top-p P --seed S]
-//!              [--weights q4|f16|f32] [--json]
+//!              [--max-pixels N] [--video-max-pixels N] [--context-length N] [--weights q4|f16|f32] [--json]
 //! qwen3-vl logits --model DIR (--prompt TEXT | --input-ids 1,2,3) [--image FILE]… [--weights …] [--chunk-rows N] --out FILE.npy
-//! qwen3-vl bench (--model DIR | --synthetic 2b|4b) [--weights q4|f16]
+//! qwen3-vl bench (--model DIR | --synthetic 2b|4b) [--weights q4|f16] [--images WxH,…] [--max-pixels N]
 //! qwen3-vl quantize --model DIR --out DIR [--shard-mib N]
 //! qwen3-vl verify --model DIR
 //! ```
@@ -29,9 +29,10 @@ use qwen3_vl_webgpu::runtime::{
 };
 
 const USAGE: &str = "usage: qwen3-vl run --model DIR [--image FILE]… [--video DIR --fps F] --prompt TEXT [--system TEXT] \
-[--max-new-tokens N] [--greedy | --temperature T --top-k K --top-p P --seed S] [--weights q4|f16|f32] [--json]
+[--max-new-tokens N] [--greedy | --temperature T --top-k K --top-p P --seed S] [--max-pixels N] [--video-max-pixels N] \
+[--context-length N] [--weights q4|f16|f32] [--json]
        qwen3-vl logits --model DIR (--prompt TEXT | --input-ids 1,2,3) [--image FILE]… [--weights q4|f16|f32] [--chunk-rows N] --out FILE.npy
-       qwen3-vl bench (--model DIR | --synthetic 2b|4b) [--weights q4|f16]
+       qwen3-vl bench (--model DIR | --synthetic 2b|4b) [--weights q4|f16] [--images WxH,…] [--max-pixels N]
        qwen3-vl quantize --model DIR --out DIR [--shard-mib N]
        qwen3-vl verify --model DIR";
 
@@ -105,9 +106,8 @@ fn format_of(args: &Args) -> Result<Format> {
 
 /// The model folder and the model on the GPU.
 fn load(args: &Args, gpu: &Gpu) -> Result<(ModelFolder, Qwen3VL)> {
-    let format = format_of(args)?;
     let folder = ModelFolder::open(Path::new(args.need("--model")?)).map_err(|e| e.to_string())?;
-    let model = Qwen3VL::load(gpu, &folder, format).map_err(|e| e.to_string())?;
+    let model = Qwen3VL::load(gpu, &folder, format_of(args)?).map_err(|e| e.to_string())?;
     Ok((folder, model))
 }
 
@@ -174,6 +174,9 @@ fn run(argv: &[String]) -> Result<()> {
         ("--top-k", true, false),
         ("--top-p", true, false),
         ("--seed", true, false),
+        ("--max-pixels", true, false),
+        ("--video-max-pixels", true, false),
+        ("--context-length", true, false),
         ("--weights", true, false),
         ("--json", false, false),
     ];
@@ -208,19 +211,26 @@ fn run(argv: &[String]) -> Result<()> {
         top_k: args.num("--top-k")?,
         top_p: args.num("--top-p")?,
         seed: args.num("--seed")?,
+        max_pixels: args.num("--max-pixels")?,
+        video_max_pixels: args.num("--video-max-pixels")?,
         ..ChatOptions::default()
     };
 
-    let gpu = &gpu()?;
-    let (folder, model) = load(&args, gpu)?;
+    // Everything checkable is checked before the GPU is touched.
+    let folder = ModelFolder::open(&dir).map_err(|e| e.to_string())?;
     let req = Request::new(&proc, &messages, &images, &videos, &options, &folder.generation).map_err(|e| e.to_string())?;
+    let context = args.num("--context-length")?.unwrap_or(folder.config.text_config.max_position_embeddings);
+    req.check_capacity(context).map_err(|e| e.to_string())?;
+    let gpu = &gpu()?;
+    let model = Qwen3VL::load(gpu, &folder, format_of(&args)?).map_err(|e| e.to_string())?;
     let (prompt, opts) = (&req.prompt, &req.options);
-    let mut session = Session::new(gpu, &model, req.capacity()).map_err(|e| e.to_string())?;
+    let mut session = Session::new(gpu, &model, req.capacity().min(context)).map_err(|e| e.to_string())?;
 
     let start = Instant::now();
     let logits = session
         .prefill(&prompt.input_ids, &prompt.rope.position_ids, prompt.rope.rope_delta, &req.images, &req.videos, false)
         .map_err(|e| e.to_string())?;
+    let prefilled = session.last_prefill();
     let mut first: Option<Instant> = None;
     let mut stream = TextStream::new();
     let json = args.has("--json");
@@ -239,21 +249,22 @@ fn run(argv: &[String]) -> Result<()> {
     .map_err(|e| e.to_string())?;
     let end = Instant::now();
     let ttft = first.map_or(0.0, |f| (f - start).as_secs_f64());
-    let prefill_tps = prompt.input_ids.len() as f64 / ttft.max(1e-9);
+    // Only the tokens computed now (a session reused across turns takes the rest from its cache).
+    let prefill_tps = prefilled.computed as f64 / ttft.max(1e-9);
     let decode_tps = (ids.len().saturating_sub(1)) as f64 / first.map_or(1e-9, |f| (end - f).as_secs_f64().max(1e-9));
     if json {
         let out = serde_json::json!({
             "ids": ids, "text": text, "stop": stop.reason(), "prompt_tokens": prompt.input_ids.len(),
-            "time_to_first_token_s": ttft, "prefill_tokens_per_s": prefill_tps, "decode_tokens_per_s": decode_tps,
+            "cached_tokens": prefilled.cached, "computed_tokens": prefilled.computed, "time_to_first_token_s": ttft, "prefill_tokens_per_s": prefill_tps, "decode_tokens_per_s": decode_tps,
         });
         println!("{out}");
     } else {
         println!();
         eprintln!(
-            "time to first token {:.3} s · prefill {:.1} tok/s ({} tokens) · decode {:.1} tok/s ({} tokens, {})",
+            "time to first token {:.3} s · prefill {:.1} tok/s ({} tokens computed) · decode {:.1} tok/s ({} tokens, {})",
             ttft,
             prefill_tps,
-            prompt.input_ids.len(),
+            prefilled.computed,
             decode_tps,
             ids.len(),
             stop.reason()
@@ -403,7 +414,8 @@ fn bench(argv: &[String]) -> Result<()> {
     use qwen3_vl_webgpu::model::synthetic;
     use qwen3_vl_webgpu::testing::Rng;
 
-    let args = Args::parse(argv, &[("--model", true, false), ("--synthetic", true, false), ("--weights", true, false)])?;
+    let spec = [("--model", true, false), ("--synthetic", true, false), ("--weights", true, false), ("--images", true, false), ("--max-pixels", true, false)];
+    let args = Args::parse(argv, &spec)?;
     let format = format_of(&args)?;
     let gpu = &gpu()?;
     let (folder, what) = match (args.one("--model"), args.one("--synthetic")) {
@@ -455,22 +467,46 @@ fn bench(argv: &[String]) -> Result<()> {
         let (_, s) = timed(gpu, || (0..n).try_for_each(|i| step(1, ctx + i, &mut rng)))?;
         rows.push((format!("decode at {ctx} context"), format!("{:.2} tok/s", n as f64 / s)));
     }
-    // Time to first token for one frame and 32 text tokens, through the session as `run` does.
+    // Time to first token for one image and 32 text tokens, through the session as `run` does
+    // (a fresh cache each time), with the GPU memory it peaks at.
     drop(state);
-    let mut ids: Vec<u32> = (0..16).map(|_| rng.below(tc.vocab_size as u64) as u32).collect();
-    ids.push(c.vision_start_token_id);
-    ids.extend(std::iter::repeat_n(c.image_token_id, image.num_tokens(c.vision_config.spatial_merge_size)));
-    ids.push(c.vision_end_token_id);
-    ids.extend((0..16).map(|_| rng.below(tc.vocab_size as u64) as u32));
-    let rope = get_rope_index(&ids, c.image_token_id, c.video_token_id, &[image.grid_thw], &[], c.vision_config.spatial_merge_size).map_err(|e| e.to_string())?;
-    let mut session = Session::new(gpu, &model, ids.len() + 1).map_err(|e| e.to_string())?;
-    let (_, ttft) = timed(gpu, || {
-        let logits = session.prefill(&ids, &rope.position_ids, rope.rope_delta, std::slice::from_ref(&image), &[], false).map_err(|e| e.to_string())?;
-        pollster::block_on(session.choose(&logits, &Sampling::Greedy, 0.0)).map_err(|e| e.to_string())
-    })?;
-    rows.push((format!("time to first token, one frame + 32 text tokens ({} tokens)", ids.len()), format!("{ttft:.2} s")));
-    rows.push(("GPU memory: weights".into(), format!("{:.0} MiB", weights as f64 / (1 << 20) as f64)));
-    rows.push(("GPU memory: peak (weights, KV cache for 4K, activations)".into(), format!("{:.0} MiB", gpu.memory.peak() as f64 / (1 << 20) as f64)));
+    let mib = |bytes: u64| format!("{:.0} MiB", bytes as f64 / (1 << 20) as f64);
+    // Text ids below every vision marker (Qwen's special tokens sit at the vocabulary's end).
+    let text_vocab = [c.image_token_id, c.video_token_id, c.vision_start_token_id, c.vision_end_token_id].into_iter().min().unwrap_or(0).min(tc.vocab_size as u32);
+    let mut first_token = |image: &VisionInput| -> Result<(usize, f64, u64)> {
+        let mut ids: Vec<u32> = (0..16).map(|_| rng.below(text_vocab as u64) as u32).collect();
+        ids.push(c.vision_start_token_id);
+        ids.extend(std::iter::repeat_n(c.image_token_id, image.num_tokens(c.vision_config.spatial_merge_size)));
+        ids.push(c.vision_end_token_id);
+        ids.extend((0..16).map(|_| rng.below(text_vocab as u64) as u32));
+        let rope = get_rope_index(&ids, c.image_token_id, c.video_token_id, &[image.grid_thw], &[], c.vision_config.spatial_merge_size).map_err(|e| e.to_string())?;
+        gpu.memory.reset_peak();
+        let mut session = Session::new(gpu, &model, ids.len() + 1).map_err(|e| e.to_string())?;
+        let (_, ttft) = timed(gpu, || {
+            let logits = session.prefill(&ids, &rope.position_ids, rope.rope_delta, std::slice::from_ref(image), &[], false).map_err(|e| e.to_string())?;
+            pollster::block_on(session.choose(&logits, &Sampling::Greedy, 0.0)).map_err(|e| e.to_string())
+        })?;
+        Ok((ids.len(), ttft, gpu.memory.peak()))
+    };
+    let peak = gpu.memory.peak();
+    let (tokens, ttft, _) = first_token(&image)?;
+    rows.push((format!("time to first token, one frame + 32 text tokens ({tokens} tokens)"), format!("{ttft:.2} s")));
+    rows.push(("GPU memory: weights".into(), mib(weights)));
+    rows.push(("GPU memory: peak (weights, KV cache for 4K, activations)".into(), mib(peak.max(gpu.memory.peak()))));
+    // Photos of the sizes asked for, resized within the request budget as `run` resizes them.
+    let budget = args.num("--max-pixels")?.unwrap_or(request::DEFAULT_MAX_PIXELS);
+    let processor = ImageProcessor::default().with_budget(budget).map_err(|e| e.to_string())?;
+    for size in args.one("--images").map_or(Vec::new(), |s| s.split(',').collect()) {
+        let (w, h) = size.split_once('x').and_then(|(w, h)| Some((w.parse::<usize>().ok()?, h.parse::<usize>().ok()?))).ok_or_else(|| format!("--images: not WxH: {size}"))?;
+        let photo = RgbImage::new(w, h, (0..w * h * 3).map(|i| (i * 7 % 251) as u8).collect()).map_err(|e| e.to_string())?;
+        let (image, resize_s) = timed(gpu, || processor.preprocess(&photo).map_err(|e| e.to_string()))?;
+        let [_, gh, gw] = image.grid_thw;
+        let (tokens, ttft, peak) = first_token(&image)?;
+        rows.push((
+            format!("time to first token, a {w}×{h} photo at {budget} pixels ({}×{}, {tokens} tokens; resize {resize_s:.1} s)", gw * 16, gh * 16),
+            format!("{ttft:.2} s, peak {}", mib(peak)),
+        ));
+    }
 
     let caps = &gpu.caps;
     println!("{what}, weights {format:?}, on {} ({}), profile {:?}\n", caps.adapter, caps.backend, caps.profile);
