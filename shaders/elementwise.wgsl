@@ -1,6 +1,5 @@
-// Elementwise ops, one invocation per element, or per vec4 of elements with VEC4 (when every
-// row length divides by 4): the same code then runs on vec4s, the counts are in vec4s.
-//   silu_mul:  y[r, i] = silu(x[r, i]) · x[r, inter + i]     (x rows are [gate | up])
+// Elementwise ops, one invocation per element, or per vec4 of elements with VEC4 (when the
+// length divides by 4): the same code then runs on vec4s, the counts are in vec4s.
 //   gelu_tanh: gelu with the tanh approximation (ViT MLPs, gelu_pytorch_tanh)
 //   gelu_erf:  exact gelu, x/2 · (1 + erf(x/√2))             (patch mergers, nn.GELU())
 //   add:       a += b                                          (residuals)
@@ -15,10 +14,9 @@ alias V = f32;
 struct Params {
     // Elements (vec4s with VEC4) written.
     n: u32,
-    // silu_mul: row length of y, same units.
-    inter: u32,
     _p0: u32,
     _p1: u32,
+    _p2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -84,18 +82,6 @@ fn gelu_tanh_of(v: V) -> V {
 
 fn gelu_erf_of(v: V) -> V {
     return 0.5 * v * (1.0 + erf(v * 0.7071067811865476));
-}
-
-@compute @workgroup_size(WG)
-fn silu_mul(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = index(lid, wg, nwg);
-    if (i >= p.n) {
-        return;
-    }
-    let r = i / p.inter;
-    let gate = x[i + r * p.inter];
-    let up = x[i + (r + 1u) * p.inter];
-    y[i] = div_sigmoid(gate, gate) * up;
 }
 
 @compute @workgroup_size(WG)

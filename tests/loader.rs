@@ -3,7 +3,7 @@
 //! and the expected tensor list against the parameter counts of the real 2B and 4B.
 
 use qwen3_vl_webgpu::model::{
-    expected_tensors, validate, Checkpoint, Dtype, GenerationConfig, LoadError, MemSource, ModelFolder,
+    expected_tensors, quantized, validate, Checkpoint, Dtype, GenerationConfig, LoadError, MemSource, ModelFolder,
     PreprocessorConfig, Qwen3VLConfig, SafetensorsFile, Weights,
 };
 
@@ -550,4 +550,152 @@ fn a_folder_on_disk() {
         matches!(ModelFolder::open(&dir), Err(LoadError::Offsets { file, .. }) if file == "model-00002-of-00002.safetensors")
     );
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+// ---- hostile folders (issue 12) ----
+
+/// Numbers that passed validation and then aborted, overflowed, or panicked in a kernel, each
+/// refused at load by the key that holds it, before any tensor is listed.
+#[test]
+fn hostile_config_numbers_name_their_key() {
+    let cases = [
+        // Listing 1e9 layers of tensor names aborted in validate.
+        (r#""num_hidden_layers": 28"#, r#""num_hidden_layers": 1000000000"#, "text_config.num_hidden_layers"),
+        (r#""depth": 24"#, r#""depth": 1000000000"#, "vision_config.depth"),
+        // Head sizes the attention kernels assert on (multiples of 8 up to 256).
+        (r#""head_dim": 128"#, r#""head_dim": 4"#, "text_config.head_dim"),
+        (r#""head_dim": 128"#, r#""head_dim": 12"#, "text_config.head_dim"),
+        (r#""head_dim": 128"#, r#""head_dim": 264"#, "text_config.head_dim"),
+        (r#""num_heads": 16"#, r#""num_heads": 256"#, "vision_config.hidden_size"),
+        (r#""hidden_size": 1024, "in_channels""#, r#""hidden_size": 192, "in_channels""#, "vision_config.hidden_size"),
+        // Sections that sum to head_dim / 2 only modulo 2^64.
+        ("[24, 20, 20]", "[18446744073709551615, 33, 32]", "text_config.rope_parameters.mrope_section"),
+        // Products past usize, past u32 elements, past the matmul's rows or the sampler's vocabulary.
+        (r#""num_attention_heads": 16"#, r#""num_attention_heads": 4611686018427387904"#, "text_config.num_attention_heads"),
+        (r#""intermediate_size": 6144"#, r#""intermediate_size": 9223372036854775808"#, "text_config.intermediate_size"),
+        (r#""intermediate_size": 4096"#, r#""intermediate_size": 4194304"#, "vision_config.intermediate_size"),
+        (r#""vocab_size": 151936"#, r#""vocab_size": 16777216"#, "text_config.vocab_size"),
+        (r#""spatial_merge_size": 2"#, r#""spatial_merge_size": 4294967296"#, "vision_config.spatial_merge_size"),
+        (r#""num_position_embeddings": 2304"#, r#""num_position_embeddings": 18446744073709551615"#, "vision_config.num_position_embeddings"),
+        (r#""in_channels": 3"#, r#""in_channels": 4"#, "vision_config.in_channels"),
+        (r#""rms_norm_eps": 1e-06"#, r#""rms_norm_eps": 1e-50"#, "text_config.rms_norm_eps"),
+    ];
+    for (from, to, key) in cases {
+        let json = CONFIG_2B.replacen(from, to, 1);
+        assert_ne!(json, CONFIG_2B, "{from}");
+        match Qwen3VLConfig::from_json(&json) {
+            Err(LoadError::Config { key: k, .. }) => assert_eq!(k, key, "{to}"),
+            other => panic!("{to}: {other:?}"),
+        }
+    }
+    // A config built in code is validated before its tensors are listed.
+    let mut config = Qwen3VLConfig::from_json(CONFIG_2B).unwrap();
+    config.text_config.num_hidden_layers = 1_000_000_000;
+    let empty = checkpoint(vec![("model.safetensors", write(&[]))]);
+    assert!(matches!(validate(&config, &empty), Err(LoadError::Config { key, .. }) if key == "text_config.num_hidden_layers"));
+}
+
+#[test]
+fn a_header_length_short_of_the_header_is_an_error() {
+    let four = f32_bytes(&[1.0, 2.0, 3.0, 4.0]);
+    // The reference writer pads the header with spaces; a length that drops some still parses
+    // as JSON, and every tensor would read 4 bytes early.
+    let header = format!("{{{}}}    ", entry("w", "F32", &[4], 0, 16));
+    let mut file = raw(&header, &four);
+    assert_eq!(parse("ok.safetensors", file.clone()).unwrap().tensor_f32("w").unwrap(), [1.0, 2.0, 3.0, 4.0]);
+    file[..8].copy_from_slice(&(header.len() as u64 - 4).to_le_bytes());
+    let e = err(file);
+    assert!(matches!(&e, LoadError::Header { reason, .. } if reason.contains("describes 16 bytes of data")), "{e}");
+    // Bytes between tensors, or after the last, belong to nobody: the reference refuses them too.
+    let e = err(raw(&format!("{{{},{}}}", entry("a", "F32", &[1], 0, 4), entry("b", "F32", &[2], 8, 16)), &four));
+    assert!(matches!(&e, LoadError::Header { reason, .. } if reason.contains("4..8")), "{e}");
+    let e = err(raw(&format!("{{{}}}", entry("a", "F32", &[3], 0, 12)), &four));
+    assert!(matches!(&e, LoadError::Header { .. }), "{e}");
+}
+
+/// A pre-quantized folder of the tiny config, in memory.
+fn tiny_q4() -> std::collections::BTreeMap<String, Vec<u8>> {
+    let config = Qwen3VLConfig::from_json(TINY).unwrap();
+    let expected = expected_tensors(&config);
+    let tensors: Vec<T> = expected.iter().map(|(n, s)| T(n, "BF16", s.clone(), vec![0; 2 * s.iter().product::<usize>()])).collect();
+    let original = [("config.json", TINY.as_bytes().to_vec()), ("model.safetensors", write(&tensors))];
+    let mut files = std::collections::BTreeMap::new();
+    let open = |name: &str| Ok(original.iter().find(|(n, _)| *n == name).map(|(_, b)| Box::new(MemSource(b.clone())) as _));
+    quantized::write(open, 64 << 10, |name, bytes| {
+        files.insert(name.to_string(), bytes.to_vec());
+        Ok(())
+    })
+    .unwrap();
+    files
+}
+
+/// Loads a folder and reads every tensor as the GPU load does, then ends the load.
+fn load_all(files: &std::collections::BTreeMap<String, Vec<u8>>) -> Result<(), LoadError> {
+    let folder = ModelFolder::load(|name| Ok(files.get(name).map(|b| Box::new(MemSource(b.clone())) as _)))?;
+    let w = Weights::new(&folder.checkpoint);
+    for (name, shape) in expected_tensors(&folder.config) {
+        w.encoded_rows(&name, &shape, 0..shape[0], qwen3_vl_webgpu::kernels::quant::Format::Q4)?;
+    }
+    folder.checkpoint.finish()
+}
+
+#[test]
+fn pre_quantized_folders_are_verified_as_they_load() {
+    let files = tiny_q4();
+    load_all(&files).unwrap();
+    let manifest = String::from_utf8(files["manifest.json"].clone()).unwrap();
+    let with_manifest = |m: String| {
+        let mut f = files.clone();
+        f.insert("manifest.json".into(), m.into_bytes());
+        f
+    };
+    let m: serde_json::Value = serde_json::from_str(&manifest).unwrap();
+    let shards = m["shards"].as_array().unwrap();
+    assert!(shards.len() >= 3, "{} shards", shards.len());
+    // Listed twice, swapped, or summing past u64: the manifest itself is refused.
+    let mut twice = m.clone();
+    twice["shards"].as_array_mut().unwrap().push(shards[0].clone());
+    let mut swapped = m.clone();
+    swapped["shards"].as_array_mut().unwrap().swap(0, 1);
+    let mut overflow = m.clone();
+    overflow["files"][0]["bytes"] = u64::MAX.into();
+    for (bad, needle) in [(twice, "weights-00000.bin"), (swapped, "shard 0"), (overflow, "2^64")] {
+        let e = load_all(&with_manifest(bad.to_string())).unwrap_err();
+        assert!(matches!(&e, LoadError::Manifest { .. }) && e.to_string().contains(needle), "{needle}: {e}");
+    }
+    // Shard bytes that no longer match their sha256 loaded and answered differently: now the
+    // load fails naming the shard, whether the change is read or not.
+    for (shard, at) in [("weights-00001.bin", 100), ("weights-00002.bin", 5)] {
+        let mut damaged = files.clone();
+        damaged.get_mut(shard).unwrap()[at] ^= 1;
+        let e = load_all(&damaged).unwrap_err();
+        assert!(e.to_string().contains(shard) && e.to_string().contains("sha256"), "{e}");
+    }
+    // Two shards of the same size exchanged on disk: each hash is its name's.
+    let mut exchanged = files.clone();
+    let (a, b) = (exchanged["weights-00000.bin"].clone(), exchanged["weights-00001.bin"].clone());
+    assert_eq!(a.len(), b.len());
+    exchanged.insert("weights-00000.bin".into(), b);
+    exchanged.insert("weights-00001.bin".into(), a);
+    assert!(load_all(&exchanged).is_err());
+    // The JSON files are the manifest's too.
+    let mut edited = files.clone();
+    edited.insert("config.json".into(), TINY.replace("\"depth\": 3", "\"depth\": 2").into_bytes());
+    let e = load_all(&edited).unwrap_err();
+    assert!(matches!(&e, LoadError::Manifest { file, .. } if file == "config.json"), "{e}");
+}
+
+/// A tensor past the adapter's binding limit is refused, by name, before anything is
+/// uploaded: a 200×200 position table of 1024 floats is 164 MB, over WebGPU's 128 MiB.
+#[test]
+fn tensors_past_the_binding_limit_are_refused_before_uploading() {
+    use qwen3_vl_webgpu::gpu::{Gpu, GpuError, Profile};
+    use qwen3_vl_webgpu::model::{synthetic, ModelError, Qwen3VL};
+    let gpu = Gpu::new_blocking(Some(Profile::Minimum)).unwrap();
+    let mut config = synthetic::config("2b").unwrap();
+    config.vision_config.num_position_embeddings = 200 * 200;
+    let folder = synthetic::folder(config).unwrap();
+    let e = Qwen3VL::load(&gpu, &folder, qwen3_vl_webgpu::kernels::quant::Format::Q4).err().unwrap();
+    assert!(matches!(&e, ModelError::Gpu(GpuError::TooLarge { what, .. }) if what.contains("pos_embed")), "{e}");
+    assert_eq!(gpu.memory.live(), 0, "nothing was uploaded");
 }

@@ -5,6 +5,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use sha2::Digest;
+
 use qwen3_vl_webgpu::gpu::{Gpu, Profile};
 use qwen3_vl_webgpu::kernels::quant::Format;
 use qwen3_vl_webgpu::model::quantized::{self, Manifest};
@@ -126,12 +128,15 @@ fn damaged_folders_are_typed_errors_naming_the_file() {
     let (manifest, files) = quantize("text_only", 32 << 10);
     let second = manifest.shards[1].name.clone();
 
-    // One flipped byte: verify names the shard; loading still works (it checks sizes only).
+    // One flipped byte: verify names the shard, and so does loading (the shards are hashed as
+    // they are read).
     let mut tampered = files.clone();
     tampered.get_mut(&second).unwrap()[100] ^= 1;
     let err = quantized::verify(open_mem(&tampered)).unwrap_err();
     assert!(matches!(&err, LoadError::Manifest { file, .. } if *file == second), "{err}");
     assert!(err.to_string().contains("sha256"), "{err}");
+    let err = Qwen3VL::load(gpu(), &ModelFolder::load(open_mem(&tampered)).unwrap(), Format::Q4).err().unwrap();
+    assert!(err.to_string().contains(&second) && err.to_string().contains("sha256"), "{err}");
     let mut bad_file = files.clone();
     bad_file.get_mut("config.json").unwrap().push(b' ');
     assert!(matches!(quantized::verify(open_mem(&bad_file)).unwrap_err(), LoadError::Manifest { file, .. } if file == "config.json"));
@@ -176,6 +181,13 @@ fn quantized_shapes_are_checked_against_config() {
     let edited = config.replacen("\"intermediate_size\": 160", "\"intermediate_size\": 150", 1);
     assert!(edited != config, "the edit applies");
     let mut bad = files.clone();
+    // The manifest vouches for the edited file, so the config is read and the shapes disagree.
+    let mut manifest = Manifest::from_json(std::str::from_utf8(&files["manifest.json"]).unwrap()).unwrap();
+    let entry = manifest.files.iter_mut().find(|e| e.name == "config.json").unwrap();
+    manifest.total_bytes = manifest.total_bytes - entry.bytes + edited.len() as u64;
+    entry.bytes = edited.len() as u64;
+    entry.sha256 = sha2::Sha256::digest(edited.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+    bad.insert("manifest.json".into(), serde_json::to_vec(&manifest).unwrap());
     bad.insert("config.json".into(), edited.into_bytes());
     let folder = ModelFolder::load(open_mem(&bad)).unwrap();
     let err = validate(&folder.config, &folder.checkpoint).unwrap_err();
@@ -210,4 +222,41 @@ fn concat_source_reads_across_shards() {
     let src = ConcatSource::new(vec![("a".into(), Box::new(MemSource(vec![0; 8]))), ("weights-00001.bin".into(), Box::new(Broken))]);
     let err = src.read_at(4, &mut [0; 8]).unwrap_err();
     assert!(err.to_string().contains("weights-00001.bin") && err.to_string().contains("disk on fire"), "{err}");
+}
+
+/// The load checks each shard's sha256 as it reads it, with no pass of its own: the bytes read
+/// are about the shards' size (the hash reads ahead only over what the load skips).
+#[test]
+fn loading_reads_each_shard_about_once() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    struct Counted(MemSource, Arc<AtomicU64>);
+    impl Source for Counted {
+        fn len(&self) -> u64 {
+            self.0.len()
+        }
+        fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+            self.1.fetch_add(buf.len() as u64, Ordering::Relaxed);
+            self.0.read_at(offset, buf)
+        }
+    }
+    for (case, bound) in [("image_nonsquare", 1.01), ("untied", 1.5)] {
+        let (manifest, files) = quantize(case, 32 << 10);
+        let read = Arc::new(AtomicU64::new(0));
+        let folder = ModelFolder::load(|name| {
+            let bytes = files.get(name).cloned();
+            Ok(bytes.map(|b| match name.starts_with("weights-") {
+                true => Box::new(Counted(MemSource(b), read.clone())) as Box<dyn Source>,
+                false => Box::new(MemSource(b)) as Box<dyn Source>,
+            }))
+        })
+        .unwrap();
+        Qwen3VL::load(gpu(), &folder, Format::Q4).unwrap();
+        let shards: u64 = manifest.shards.iter().map(|s| s.bytes).sum();
+        let ratio = read.load(Ordering::Relaxed) as f64 / shards as f64;
+        println!("{case}: {} bytes read for {shards} bytes of shards ({ratio:.3}×)", read.load(Ordering::Relaxed));
+        // Untied: lm_head is stored after the vision tower and loaded with the text model, so
+        // the hash reads over the tower once more.
+        assert!((1.0..=bound).contains(&ratio), "{case}: {ratio}");
+    }
 }

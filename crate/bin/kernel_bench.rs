@@ -1,4 +1,4 @@
-//! Kernel benchmark at Qwen3-VL-2B shapes. Prints one table: time per call, achieved GB/s or
+//! Kernel benchmark at Qwen3-VL-2B shapes (and 4B for the fused decoder projections). Prints one table: time per call, achieved GB/s or
 //! GFLOP/s, and for bandwidth-bound kernels the ratio to a vec4 copy measured in the same run.
 //!
 //! `cargo run --release --bin kernel-bench -- [--profile full|minimum] [--iters N] [--reps R] [--clock gpu|cpu] [--only NAME]`
@@ -10,9 +10,10 @@
 
 use qwen3_vl_webgpu::gpu::{DType, Encoder, Gpu, Profile, Tensor, Timer};
 use qwen3_vl_webgpu::kernels::attention::{decode_attention, decode_scratch, kv_append, prefill_attention, vit_attention, KvCache};
-use qwen3_vl_webgpu::kernels::quant::{Format, Matrix};
+use qwen3_vl_webgpu::kernels::matmul::MatmulOpts;
+use qwen3_vl_webgpu::kernels::quant::{encode, Format, Matrix};
 use qwen3_vl_webgpu::kernels::sample::{argmax, sample, seen_words, History, SampleParams};
-use qwen3_vl_webgpu::kernels::{copy, elementwise, matmul, norm};
+use qwen3_vl_webgpu::kernels::{copy, matmul, norm};
 use qwen3_vl_webgpu::testing::{cpu_secs, Rng};
 
 struct Row {
@@ -149,11 +150,36 @@ fn main() {
         }
     }
 
-    if want("silu_mul") {
-        // SwiGLU on a 512-token prefill.
-        let (gu, act) = (f32s(&gpu, &mut rng, &[512, 2 * 6144]), gpu.empty(DType::F32, &[512, 6144]).unwrap());
-        let s = time(&gpu, timing, iters, &|enc| elementwise::silu_mul(enc, &gu, &act));
-        rows.push(Row { kernel: "silu_mul".into(), shape: "512×6144".into(), seconds: s, bytes: 4.0 * 3.0 * 512.0 * 6144.0, flops: 0.0 });
+    // The decoder's fused projections at 2B and 4B shapes: gate|up with the SiLU·mul epilogue
+    // (decode, and a 512-token prefill for the GEMM's), q_proj with the RMSNorm prologue, and
+    // gate|up with both (the whole MLP front half of a decode step).
+    for format in [Format::Q4, Format::F16] {
+        for (size, h, inter, qd) in [("2B", 2048usize, 6144usize, 2048usize), ("4B", 2560, 9728, 4096)] {
+            let variants = [("GEMV", "+SiLU", 1usize, inter, true, false), ("GEMV", "+norm", 1, qd, false, true), ("GEMV", "+norm+SiLU", 1, inter, true, true), ("GEMM", "+SiLU", 512, inter, true, false)];
+            for (kind, fused, m, n, silu, rms) in variants {
+                let kernel = format!("{kind} {format:?} {fused}");
+                if !want(&kernel) || (kind == "GEMM" && size == "4B") {
+                    continue;
+                }
+                let w = if silu {
+                    let half = |r: std::ops::Range<usize>, rng: &mut Rng| encode(&rng.vec(r.len() * h, 0.05), h, format);
+                    Matrix::upload_encoded_pairs(&gpu, n, h, format, None, |r| Ok::<_, qwen3_vl_webgpu::gpu::GpuError>([half(r.clone(), &mut rng), half(r, &mut rng)])).unwrap()
+                } else {
+                    Matrix::upload_rows(&gpu, n, h, format, None, |r| Ok::<_, qwen3_vl_webgpu::gpu::GpuError>(rng.vec(r.len() * h, 0.05))).unwrap()
+                };
+                let (x, g, y) = (f32s(&gpu, &mut rng, &[m, h]), f32s(&gpu, &mut rng, &[h]), gpu.empty(DType::F32, &[m, n]).unwrap());
+                let opts = MatmulOpts { rms_norm: rms.then_some((&g, 1e-6)), silu_mul: silu, ..Default::default() };
+                let s = time(&gpu, timing, if m == 1 { iters } else { 2 }, &|enc| matmul::matmul_with(enc, &x, &w, &y, &opts));
+                let shape = if silu { format!("{m}×{h} → 2×{n} → {n}") } else { format!("{m}×{h} → {n}") };
+                rows.push(Row {
+                    kernel,
+                    shape: format!("{shape} ({size})"),
+                    seconds: s,
+                    bytes: (w.bytes() + 4 * (m * (h + n) + if rms { h } else { 0 }) as u64) as f64,
+                    flops: 2.0 * (m * w.n * h) as f64,
+                });
+            }
+        }
     }
 
     if want("ViT attention") {

@@ -40,8 +40,15 @@ struct Params {
     _pad: u32,
 }
 
+/// Whether the kernels take this head size: a multiple of 8 (the shader reads rows in 8-dim
+/// chunks) up to 256 (its per-row state is sized by `D`). Configs are checked against it on
+/// loading, so the assertion below is only ever a bug.
+pub fn supports_head_dim(head_dim: usize) -> bool {
+    head_dim.is_multiple_of(8) && (8..=256).contains(&head_dim)
+}
+
 fn check_head_dim(head_dim: usize) {
-    assert!(head_dim.is_multiple_of(8) && (8..=256).contains(&head_dim), "attention head_dim {head_dim}: a multiple of 8 up to 256");
+    assert!(supports_head_dim(head_dim), "attention head_dim {head_dim}: a multiple of 8 up to 256");
 }
 
 /// `head_dim^-0.5 · log2(e)`: the shader's softmax runs on exp2.

@@ -1,10 +1,10 @@
-//! Elementwise ops: the decoder MLP's `silu(gate) · up`, the two GELUs of the ViT (tanh form in
-//! the blocks, exact erf form in the patch mergers), and residual adds. Vectorised by 4 when
-//! the row length allows it.
+//! Elementwise ops: the two GELUs of the ViT (tanh form in the blocks, exact erf form in the
+//! patch mergers), and residual adds. Vectorised by 4 when the length allows it. (The decoder
+//! MLP's SiLU·mul is the gate|up matmul's epilogue: kernels/matmul.rs.)
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{key, rows_cols};
+use super::key;
 use crate::gpu::{grid, Encoder, Tensor};
 
 const SHADER: &str = include_str!("../../shaders/elementwise.wgsl");
@@ -14,31 +14,21 @@ const WG: u32 = 256;
 #[derive(Clone, Copy, Pod, Zeroable)]
 struct Params {
     n: u32,
-    inter: u32,
-    _pad: [u32; 2],
+    _pad: [u32; 3],
 }
 
-/// Records `entry` over `n` elements (vec4s when `row % 4 == 0`, `row` being the length every
-/// indexed row has: `n` itself for flat ops).
-fn record(enc: &mut Encoder, entry: &'static str, n: usize, row: usize, inplace: bool, tensors: &[&Tensor]) {
+/// Records `entry` over `n` elements (vec4s when `n % 4 == 0`).
+fn record(enc: &mut Encoder, entry: &'static str, n: usize, inplace: bool, tensors: &[&Tensor]) {
     if n == 0 {
         return;
     }
-    let vec4 = row.is_multiple_of(4);
+    let vec4 = n.is_multiple_of(4);
     let w = if vec4 { 4 } else { 1 };
     let k = key(enc.gpu, "elementwise", entry).flag("VEC4", vec4).flag("INPLACE", inplace).konst("WG", WG);
     let kernel = enc.gpu.kernel(k, SHADER);
-    let params = Params { n: (n / w) as u32, inter: (row / w) as u32, _pad: [0; 2] };
+    let params = Params { n: (n / w) as u32, _pad: [0; 3] };
     let bindings: Vec<_> = tensors.iter().map(|t| t.binding()).collect();
     enc.dispatch(&kernel, bytemuck::bytes_of(&params), &bindings, grid(((n / w) as u32).div_ceil(WG)));
-}
-
-/// `y[r, i] = silu(x[r, i]) · x[r, inter + i]`: x `[…, 2·inter]` holds each row's gate then up
-/// (gate_proj and up_proj fused into one matrix), y `[…, inter]`.
-pub fn silu_mul(enc: &mut Encoder, x: &Tensor, y: &Tensor) {
-    let (rows, inter) = rows_cols(&y.shape);
-    assert_eq!(x.numel(), 2 * rows * inter, "silu_mul: x {:?} for y {:?}", x.shape, y.shape);
-    record(enc, "silu_mul", rows * inter, inter, false, &[x, y]);
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,27 +51,18 @@ impl Gelu {
 /// `y = gelu(x)`.
 pub fn gelu(enc: &mut Encoder, kind: Gelu, x: &Tensor, y: &Tensor) {
     assert_eq!(x.numel(), y.numel(), "gelu: x {:?}, y {:?}", x.shape, y.shape);
-    record(enc, kind.entry(), x.numel(), x.numel(), false, &[x, y]);
+    record(enc, kind.entry(), x.numel(), false, &[x, y]);
 }
 
 /// `x = gelu(x)`.
 pub fn gelu_inplace(enc: &mut Encoder, kind: Gelu, x: &Tensor) {
-    record(enc, kind.entry(), x.numel(), x.numel(), true, &[x]);
+    record(enc, kind.entry(), x.numel(), true, &[x]);
 }
 
 /// `a += b` (same element count).
 pub fn add(enc: &mut Encoder, a: &Tensor, b: &Tensor) {
     assert_eq!(a.numel(), b.numel(), "add: a {:?}, b {:?}", a.shape, b.shape);
-    record(enc, "add", a.numel(), a.numel(), false, &[a, b]);
-}
-
-pub fn silu_mul_ref(x: &[f32], inter: usize) -> Vec<f32> {
-    x.chunks(2 * inter)
-        .flat_map(|row| {
-            let (gate, up) = row.split_at(inter);
-            gate.iter().zip(up).map(|(&g, &u)| (g as f64 / (1.0 + (-g as f64).exp()) * u as f64) as f32)
-        })
-        .collect()
+    record(enc, "add", a.numel(), false, &[a, b]);
 }
 
 pub fn gelu_ref(kind: Gelu, x: &[f32]) -> Vec<f32> {

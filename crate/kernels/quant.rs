@@ -89,12 +89,54 @@ impl Matrix {
         k: usize,
         format: Format,
         max_part_bytes: Option<u64>,
+        fetch: impl FnMut(Range<usize>) -> Result<(Vec<u32>, Vec<u32>), E>,
+    ) -> Result<Matrix, E> {
+        Self::upload_parts(gpu, n, k, format, max_part_bytes, 1, fetch)
+    }
+
+    /// Two `[n, k]` matrices `a` and `b` as one `[2n, k]` matrix of interleaved rows
+    /// (a₀, b₀, a₁, b₁, …; parts split between pairs), so that one GEMV workgroup meets both
+    /// outputs of a pair: gate_proj and up_proj for `MatmulOpts::silu_mul`. `fetch` gives rows
+    /// `rows` of `a` and of `b` encoded (as [`Matrix::upload_encoded`]'s does); stored formats
+    /// are unchanged, the interleaving happens here.
+    pub fn upload_encoded_pairs<E: From<GpuError>>(
+        gpu: &Gpu,
+        n: usize,
+        k: usize,
+        format: Format,
+        max_part_bytes: Option<u64>,
+        mut fetch: impl FnMut(Range<usize>) -> Result<[(Vec<u32>, Vec<u32>); 2], E>,
+    ) -> Result<Matrix, E> {
+        let (row_words, scale_words) = (format.row_words(k), format.scale_words(k));
+        Self::upload_parts(gpu, 2 * n, k, format, max_part_bytes, 2, |rows| {
+            let [(ad, asc), (bd, bsc)] = fetch(rows.start / 2..rows.end / 2)?;
+            Ok((interleave_rows(&ad, &bd, row_words), interleave_rows(&asc, &bsc, scale_words)))
+        })
+    }
+
+    /// [`Matrix::upload_encoded_pairs`] from f32 rows (tests and benchmarks).
+    pub fn upload_pairs(gpu: &Gpu, a: &[f32], b: &[f32], n: usize, k: usize, format: Format, max_part_bytes: Option<u64>) -> Result<Matrix, GpuError> {
+        assert!(a.len() == n * k && b.len() == n * k, "pair data for [{n}, {k}]");
+        Self::upload_encoded_pairs(gpu, n, k, format, max_part_bytes, |r| {
+            Ok([encode(&a[r.start * k..r.end * k], k, format), encode(&b[r.start * k..r.end * k], k, format)])
+        })
+    }
+
+    /// Parts of whole multiples of `align` rows (and at most one binding each).
+    fn upload_parts<E: From<GpuError>>(
+        gpu: &Gpu,
+        n: usize,
+        k: usize,
+        format: Format,
+        max_part_bytes: Option<u64>,
+        align: usize,
         mut fetch: impl FnMut(Range<usize>) -> Result<(Vec<u32>, Vec<u32>), E>,
     ) -> Result<Matrix, E> {
         let limit = max_part_bytes.unwrap_or(u64::MAX).min(gpu.caps.max_binding());
         let (row_words, scale_words) = (format.row_words(k), format.scale_words(k));
         let mut parts = Vec::new();
-        for rows in row_chunks(n, 4 * row_words as u64, limit)? {
+        let blocks = row_chunks(n.div_ceil(align), (align * 4 * row_words) as u64, limit)?;
+        for rows in blocks.into_iter().map(|b| b.start * align..(b.end * align).min(n)) {
             let (data, scales) = fetch(rows.clone())?;
             assert_eq!((data.len(), scales.len()), (rows.len() * row_words, rows.len() * scale_words), "rows {rows:?} of a [{n}, {k}] {format:?} matrix");
             let data = gpu.upload_u32(&data, &[rows.len(), row_words])?;
@@ -111,6 +153,15 @@ impl Matrix {
     pub fn bytes(&self) -> u64 {
         self.parts.iter().map(|p| p.data.bytes() + p.scales.as_ref().map_or(0, Tensor::bytes)).sum()
     }
+}
+
+/// Rows of `row_len` values from `a` and `b` in turn: a₀, b₀, a₁, b₁, … (as many rows each).
+pub fn interleave_rows<T: Copy>(a: &[T], b: &[T], row_len: usize) -> Vec<T> {
+    assert_eq!(a.len(), b.len(), "interleaved halves");
+    if row_len == 0 {
+        return Vec::new();
+    }
+    a.chunks(row_len).zip(b.chunks(row_len)).flat_map(|(ra, rb)| ra.iter().chain(rb)).copied().collect()
 }
 
 /// Encodes rows of `k` values: the `data` words and (int4) the `scales` words.

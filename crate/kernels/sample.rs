@@ -25,6 +25,8 @@ use crate::gpu::{DType, Encoder, Tensor};
 const SHADER: &str = include_str!("../../shaders/sample.wgsl");
 /// One workgroup does everything: the row is small, and the filters need whole-row decisions.
 const WG: u32 = 256;
+/// Vocabularies must be smaller: the kernels carry token indices in f32, exact below 2^24.
+pub const MAX_VOCAB: usize = 1 << 24;
 
 /// Sampling settings; `Default` is plain sampling at temperature 1 with every filter off.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -81,7 +83,7 @@ pub fn seen_words(vocab: usize) -> usize {
 fn row_params(logits: &Tensor, row: usize, out: &Tensor) -> Params {
     let (rows, vocab) = rows_cols(&logits.shape);
     assert!(row < rows, "logits row {row} of {rows}");
-    assert!(vocab < 1 << 24, "vocab {vocab}: indices must be exact in f32");
+    assert!(vocab < MAX_VOCAB, "vocab {vocab}: indices must be exact in f32");
     assert!(logits.dtype == DType::F32 && out.dtype == DType::U32 && out.numel() == 1, "logits f32, out one u32");
     Params { vocab: vocab as u32, row: row as u32, ..Zeroable::zeroed() }
 }

@@ -10,11 +10,11 @@ use crate::testing::{f16_round, filled_cache, rel_err, Rng, AMP};
 
 use super::attention::{attention_ref, causal_keys, decode_attention, decode_scratch, prefill_attention, vit_attention, vit_attention_ref, MAX_DECODE_QUERIES};
 use super::copy::copy;
-use super::elementwise::{add, add_ref, gelu, gelu_ref, silu_mul, silu_mul_ref, Gelu};
+use super::elementwise::{add, add_ref, gelu, gelu_ref, Gelu};
 use super::embed::{embed, embed_ref, gather4, gather4_ref, scatter_add_rows, scatter_rows_ref};
-use super::matmul::{matmul_ref, matmul_with, MatmulOpts, Tuning};
+use super::matmul::{matmul_ref, matmul_with, silu_pairs_ref, MatmulOpts, Tuning};
 use super::norm::{layer_norm, layer_norm_ref, rms_norm, rms_norm_ref};
-use super::quant::{dequantized, Format, Matrix};
+use super::quant::{dequantized, interleave_rows, Format, Matrix};
 use super::rope::{apply_rope, apply_rope_ref};
 use super::sample::{argmax, argmax_ref, sample, sample_ref, seen_words, History, SampleParams};
 
@@ -99,12 +99,6 @@ async fn norm_cases(gpu: &Gpu, rng: &mut Rng, out: &mut Vec<Case>) -> Result<(),
 }
 
 async fn elementwise_cases(gpu: &Gpu, rng: &mut Rng, out: &mut Vec<Case>) -> Result<(), GpuError> {
-    let (rows, inter) = (3, 1001);
-    let x = rng.vec(rows * 2 * inter, 8.0);
-    let gx = gpu.upload_f32(&x, &[rows, 2 * inter])?;
-    let y = gpu.poisoned(DType::F32, &[rows, inter])?;
-    let got = after(gpu, &y, |e| silu_mul(e, &gx, &y)).await?;
-    out.push(case("elementwise: silu_mul 3x1001", rel_err(&got, &silu_mul_ref(&x, inter)), TOL_ELEM));
     for kind in [Gelu::Tanh, Gelu::Erf] {
         let x = rng.vec(1027, 6.0);
         let gx = gpu.upload_f32(&x, &[x.len()])?;
@@ -180,7 +174,7 @@ async fn matmul_cases(gpu: &Gpu, rng: &mut Rng, out: &mut Vec<Case>) -> Result<(
             let (gx, gb) = (gpu.upload_f32(&x, &[m, k])?, gpu.upload_f32(&b, &[n])?);
             let acc = i % 2 == 1;
             let y = if acc { gpu.upload_f32(&y0, &[m, n])? } else { gpu.poisoned(DType::F32, &[m, n])? };
-            let opts = MatmulOpts { bias: (!acc).then_some(&gb), accumulate: acc, tuning };
+            let opts = MatmulOpts { bias: (!acc).then_some(&gb), accumulate: acc, tuning, ..Default::default() };
             let got = after(gpu, &y, |e| matmul_with(e, &gx, &mat, &y, &opts)).await?;
             let mut want = matmul_ref(&x, m, &dequantized(&w, k, format), n, k, (!acc).then_some(&b[..]));
             if acc {
@@ -190,6 +184,21 @@ async fn matmul_cases(gpu: &Gpu, rng: &mut Rng, out: &mut Vec<Case>) -> Result<(
             let name = format!("matmul: {kind} {format:?} {m}x{n}x{k} {tuning:?} layout{}", if acc { " +=" } else { " + bias" });
             out.push(case(name, rel_err(&got, &want), TOL_SUM));
         }
+    }
+    // The decoder's fusions on int4, each layout: RMSNorm before, SiLU·mul after (19 gate/up
+    // pairs, interleaved, in parts of 10 pairs).
+    let (pairs, k) = (19, 70);
+    for (m, tuning) in [(3, Tuning::Gpu), (37, Tuning::Gpu), (5, Tuning::Cpu)] {
+        let (x, g, wg, wu) = (rng.vec(m * k, 1.0), rng.vec(k, 1.5), rng.vec(pairs * k, 1.0), rng.vec(pairs * k, 1.0));
+        let mat = Matrix::upload_pairs(gpu, &wg, &wu, pairs, k, Format::Q4, Some(4 * (20 * Format::Q4.row_words(k)) as u64))?;
+        let (gx, gg) = (gpu.upload_f32(&x, &[m, k])?, gpu.upload_f32(&g, &[k])?);
+        let y = gpu.poisoned(DType::F32, &[m, pairs])?;
+        let opts = MatmulOpts { rms_norm: Some((&gg, 1e-6)), silu_mul: true, tuning, ..Default::default() };
+        let got = after(gpu, &y, |e| matmul_with(e, &gx, &mat, &y, &opts)).await?;
+        let w = interleave_rows(&dequantized(&wg, k, Format::Q4), &dequantized(&wu, k, Format::Q4), k);
+        let want = silu_pairs_ref(&matmul_ref(&rms_norm_ref(&x, &g, 1e-6), m, &w, 2 * pairs, k, None));
+        let kind = if tuning == Tuning::Gpu && m > 4 { "GEMM" } else { "GEMV" };
+        out.push(case(format!("matmul: {kind} Q4 rms_norm + silu_mul {m}x{pairs}x{k} {tuning:?} layout"), rel_err(&got, &want), TOL_SUM));
     }
     Ok(())
 }

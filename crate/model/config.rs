@@ -10,10 +10,19 @@
 use serde::{Deserialize, Deserializer};
 
 use super::LoadError;
+use crate::kernels::attention::supports_head_dim;
+use crate::kernels::matmul::MAX_ROWS;
+use crate::kernels::sample::MAX_VOCAB;
 
 pub const CONFIG: &str = "config.json";
 pub const GENERATION: &str = "generation_config.json";
 pub const PREPROCESSOR: &str = "preprocessor_config.json";
+/// Layers of either tower a config may have: far above any released model (Qwen3-VL-235B has
+/// 94), and a bound on what listing the tensors of a config allocates.
+pub const MAX_LAYERS: usize = 1024;
+/// The most pixels an image, or a video's frames together, may be resized to (a 16384²
+/// picture): a bound on the processors' `max_pixels` that keeps every product of it in range.
+pub const MAX_PIXELS: usize = 1 << 28;
 
 /// `Qwen3VLTextConfig`, with the RoPE keys of either transformers generation resolved into `rope`.
 #[derive(Clone, Debug, PartialEq)]
@@ -207,7 +216,9 @@ impl Qwen3VLConfig {
         Ok(config)
     }
 
-    /// Rejects sizes that do not fit together, and what this crate does not implement.
+    /// Rejects sizes that do not fit together, what this crate does not implement, and every
+    /// size the kernels cannot take (head sizes, vocabulary, rows, u32 element counts), before
+    /// anything is listed or allocated from them: all arithmetic on the numbers is checked.
     pub fn validate(&self) -> Result<(), LoadError> {
         let (t, v) = (&self.text_config, &self.vision_config);
         let positive = [
@@ -232,28 +243,27 @@ impl Qwen3VLConfig {
         for (key, n) in positive {
             check(n > 0, key, || "must be positive".into())?;
         }
-        check(t.head_dim % 2 == 0, "text_config.head_dim", || format!("{} is odd; RoPE rotates pairs", t.head_dim))?;
+        for (key, n) in [("text_config.num_hidden_layers", t.num_hidden_layers), ("vision_config.depth", v.depth)] {
+            check(n <= MAX_LAYERS, key, || format!("{n} is more than the {MAX_LAYERS} layers this loader takes"))?;
+        }
+        check(supports_head_dim(t.head_dim), "text_config.head_dim", || {
+            format!("{} is not a multiple of 8 up to 256, which the attention kernels need", t.head_dim)
+        })?;
         let kv = t.num_key_value_heads;
         check(t.num_attention_heads % kv == 0, "text_config.num_key_value_heads", || {
             format!("{kv} does not divide num_attention_heads {}", t.num_attention_heads)
         })?;
-        let [st, sh, sw] = t.rope.mrope_section;
-        let half = t.head_dim / 2;
-        check(st + sh + sw == half, "text_config.rope_parameters.mrope_section", || {
-            format!("{:?} sums to {}, not head_dim / 2 = {half}", t.rope.mrope_section, st + sh + sw)
-        })?;
-        // Interleaving puts H at 1, 4, … and W at 2, 5, … below 3·section: those must fit.
-        check(3 * sh.max(sw) <= half, "text_config.rope_parameters.mrope_section", || {
-            format!("{:?}: the interleaved h/w frequencies run past head_dim / 2 = {half}", t.rope.mrope_section)
-        })?;
-        check(t.rope.rope_type == "default", "text_config.rope_parameters.rope_type", || {
-            format!("is {:?}; only \"default\" is implemented", t.rope.rope_type)
-        })?;
-        check(t.rope.rope_theta > 0.0, "text_config.rope_parameters.rope_theta", || "must be positive".into())?;
+        self.validate_rope()?;
         check(t.hidden_act == "silu", "text_config.hidden_act", || {
             format!("is {:?}; only \"silu\" is implemented", t.hidden_act)
         })?;
-        check(t.rms_norm_eps > 0.0, "text_config.rms_norm_eps", || "must be positive".into())?;
+        let eps = t.rms_norm_eps as f32;
+        check(eps.is_normal() && eps > 0.0, "text_config.rms_norm_eps", || {
+            format!("{} must be a positive f32", t.rms_norm_eps)
+        })?;
+        check(t.vocab_size < MAX_VOCAB, "text_config.vocab_size", || {
+            format!("{} is not below {MAX_VOCAB}: the sampler carries token ids in f32", t.vocab_size)
+        })?;
         for (key, id) in [
             ("image_token_id", self.image_token_id),
             ("video_token_id", self.video_token_id),
@@ -266,12 +276,15 @@ impl Qwen3VLConfig {
         check(v.hidden_size % v.num_heads == 0, "vision_config.num_heads", || {
             format!("{} does not divide hidden_size {}", v.num_heads, v.hidden_size)
         })?;
-        let vhd = v.hidden_size / v.num_heads.max(1);
-        check(vhd % 4 == 0, "vision_config.hidden_size", || {
-            format!("gives head_dim {vhd}; the 2-D RoPE needs a multiple of 4 (row and column halves of pairs)")
+        let vhd = v.hidden_size / v.num_heads;
+        check(supports_head_dim(vhd), "vision_config.hidden_size", || {
+            format!("over num_heads gives head_dim {vhd}, not a multiple of 8 up to 256, which the attention kernels need")
+        })?;
+        check(v.in_channels == 3, "vision_config.in_channels", || {
+            format!("is {}; the preprocessor makes RGB patches", v.in_channels)
         })?;
         let side = (v.num_position_embeddings as f64).sqrt() as usize;
-        check(side * side == v.num_position_embeddings, "vision_config.num_position_embeddings", || {
+        check(side.checked_mul(side) == Some(v.num_position_embeddings), "vision_config.num_position_embeddings", || {
             format!("{} is not a square grid", v.num_position_embeddings)
         })?;
         check(v.out_hidden_size == t.hidden_size, "vision_config.out_hidden_size", || {
@@ -288,7 +301,69 @@ impl Qwen3VLConfig {
         )?;
         check(v.hidden_act == "gelu_pytorch_tanh", "vision_config.hidden_act", || {
             format!("is {:?}; only \"gelu_pytorch_tanh\" is implemented", v.hidden_act)
+        })?;
+        self.validate_shapes()
+    }
+
+    /// The interleaved M-RoPE sections against the (already bounded) head size.
+    fn validate_rope(&self) -> Result<(), LoadError> {
+        let t = &self.text_config;
+        let key = "text_config.rope_parameters.mrope_section";
+        let [st, sh, sw] = t.rope.mrope_section;
+        let half = t.head_dim / 2;
+        let sum = st.checked_add(sh).and_then(|s| s.checked_add(sw));
+        check(sum == Some(half), key, || format!("{:?} does not sum to head_dim / 2 = {half}", t.rope.mrope_section))?;
+        // Interleaving puts H at 1, 4, … and W at 2, 5, … below 3·section: those must fit.
+        check(3 * sh.max(sw) <= half, key, || {
+            format!("{:?}: the interleaved h/w frequencies run past head_dim / 2 = {half}", t.rope.mrope_section)
+        })?;
+        check(t.rope.rope_type == "default", "text_config.rope_parameters.rope_type", || {
+            format!("is {:?}; only \"default\" is implemented", t.rope.rope_type)
+        })?;
+        let theta = t.rope.rope_theta;
+        check(theta.is_finite() && theta > 0.0, "text_config.rope_parameters.rope_theta", || {
+            format!("{theta} must be positive and finite")
         })
+    }
+
+    /// Every weight matrix's shape, with checked products: at most [`MAX_ROWS`] rows (the
+    /// matmul's dispatch) and fewer than 2^32 elements (the kernels index in u32). The tensors
+    /// [`super::expected_tensors`] lists are these and smaller vectors, so listing cannot
+    /// overflow either.
+    fn validate_shapes(&self) -> Result<(), LoadError> {
+        let (t, v) = (&self.text_config, &self.vision_config);
+        let mul = |key: &str, a: usize, b: usize| a.checked_mul(b).ok_or_else(|| bad(key, format!("{a}·{b} overflows")));
+        let q = mul("text_config.num_attention_heads", t.num_attention_heads, t.head_dim)?;
+        let kv = mul("text_config.num_key_value_heads", t.num_key_value_heads, t.head_dim)?;
+        let gate_up = mul("text_config.intermediate_size", 2, t.intermediate_size)?;
+        let (d, m) = (v.hidden_size, v.spatial_merge_size);
+        let qkv = mul("vision_config.hidden_size", 3, d)?;
+        let merged = mul("vision_config.spatial_merge_size", m, m).and_then(|m2| mul("vision_config.spatial_merge_size", d, m2))?;
+        let patch = [v.in_channels, v.temporal_patch_size, v.patch_size, v.patch_size]
+            .iter()
+            .try_fold(1usize, |acc, &x| mul("vision_config.patch_size", acc, x))?;
+        let matrices = [
+            ("text_config.vocab_size", t.vocab_size, t.hidden_size),
+            ("text_config.num_attention_heads", q, t.hidden_size),
+            ("text_config.num_key_value_heads", kv, t.hidden_size),
+            ("text_config.hidden_size", t.hidden_size, q),
+            ("text_config.intermediate_size", gate_up, t.hidden_size),
+            ("text_config.intermediate_size", t.hidden_size, t.intermediate_size),
+            ("vision_config.patch_size", d, patch),
+            ("vision_config.num_position_embeddings", v.num_position_embeddings, d),
+            ("vision_config.hidden_size", qkv, d),
+            ("vision_config.intermediate_size", v.intermediate_size, d),
+            ("vision_config.intermediate_size", d, v.intermediate_size),
+            ("vision_config.spatial_merge_size", merged, merged),
+            ("vision_config.out_hidden_size", v.out_hidden_size, merged),
+        ];
+        for (key, n, k) in matrices {
+            check(n <= MAX_ROWS, key, || format!("gives a matrix of {n} rows, more than the {MAX_ROWS} the matmul takes"))?;
+            check(n.checked_mul(k).is_some_and(|e| e <= u32::MAX as usize), key, || {
+                format!("gives a [{n}, {k}] matrix, not under 2^32 elements")
+            })?;
+        }
+        Ok(())
     }
 }
 
@@ -427,14 +502,17 @@ impl PreprocessorConfig {
             min_pixels: min_pixels.ok_or_else(|| pre("size.shortest_edge", "is missing".into()))?,
             max_pixels: max_pixels.ok_or_else(|| pre("size.longest_edge", "is missing".into()))?,
         };
-        if config.min_pixels > config.max_pixels || config.max_pixels == 0 {
+        if config.min_pixels > config.max_pixels || config.max_pixels == 0 || config.max_pixels > MAX_PIXELS {
             return Err(pre(
                 "size",
-                format!("min {} / max {} pixels is an empty range", config.min_pixels, config.max_pixels),
+                format!("min {} / max {} pixels is not a range within 1..={MAX_PIXELS}", config.min_pixels, config.max_pixels),
             ));
         }
-        if let Some(i) = (0..3).find(|&i| config.image_std[i] == 0.0) {
-            return Err(pre("image_std", format!("channel {i} is zero")));
+        if let Some(i) = (0..3).find(|&i| !config.image_mean[i].is_finite()) {
+            return Err(pre("image_mean", format!("channel {i} is not finite")));
+        }
+        if let Some(i) = (0..3).find(|&i| !config.image_std[i].is_normal()) {
+            return Err(pre("image_std", format!("channel {i} is {}, not a non-zero finite number", config.image_std[i])));
         }
         Ok(config)
     }

@@ -1,7 +1,7 @@
 //! The GPU building blocks the towers share, loaded by their transformers names.
 
 use crate::gpu::{Encoder, Gpu, Tensor};
-use crate::kernels::matmul::{matmul, matmul_acc};
+use crate::kernels::matmul::{matmul, matmul_acc, matmul_with, MatmulOpts};
 use crate::kernels::norm::{layer_norm, rms_norm};
 use crate::kernels::quant::{Format, Matrix};
 
@@ -30,24 +30,14 @@ impl Linear {
         Ok(Linear { weight, bias })
     }
 
-    /// Loads several Linears sharing an input as one matrix, their outputs side by side
-    /// (gate_proj | up_proj): one pass over x and one dispatch instead of several.
-    pub fn load_fused(gpu: &Gpu, w: &Weights, names: &[&str], ns: &[usize], k: usize, format: Format) -> Result<Linear, ModelError> {
-        let n: usize = ns.iter().sum();
-        // Encoding is per row, so the fused rows are the parts' encoded rows one after another.
-        let weight = Matrix::upload_encoded(gpu, n, k, format, None, |rows| {
-            let (mut data, mut scales) = (Vec::new(), Vec::new());
-            let mut start = 0;
-            for (name, &ni) in names.iter().zip(ns) {
-                let r = rows.start.max(start)..rows.end.min(start + ni);
-                if r.start < r.end {
-                    let (d, s) = w.encoded_rows(&format!("{name}.weight"), &[ni, k], r.start - start..r.end - start, format)?;
-                    data.extend(d);
-                    scales.extend(s);
-                }
-                start += ni;
-            }
-            Ok::<_, ModelError>((data, scales))
+    /// Loads two bias-free Linears of the same shape sharing an input (gate_proj, up_proj) as
+    /// one matrix of interleaved row pairs ([`Matrix::upload_encoded_pairs`]): one pass over x,
+    /// one dispatch, and with [`MatmulOpts::silu_mul`] the MLP's activation written directly.
+    /// Stored formats are read as they are; the interleaving happens at upload.
+    pub fn load_pairs(gpu: &Gpu, w: &Weights, names: [&str; 2], n: usize, k: usize, format: Format) -> Result<Linear, ModelError> {
+        let [a, b] = names.map(|name| format!("{name}.weight"));
+        let weight = Matrix::upload_encoded_pairs(gpu, n, k, format, None, |rows| {
+            Ok::<_, ModelError>([w.encoded_rows(&a, &[n, k], rows.clone(), format)?, w.encoded_rows(&b, &[n, k], rows, format)?])
         })?;
         Ok(Linear { weight, bias: None })
     }
@@ -64,6 +54,11 @@ impl Linear {
     /// `y += x·Wᵀ + b` (the residual stream).
     pub fn forward_acc(&self, enc: &mut Encoder, x: &Tensor, y: &Tensor) {
         matmul_acc(enc, x, &self.weight, self.bias.as_ref(), y);
+    }
+
+    /// `y (+)= x·Wᵀ + b` with the fusions `opts` ask for (its bias is this layer's).
+    pub fn forward_with(&self, enc: &mut Encoder, x: &Tensor, y: &Tensor, opts: MatmulOpts) {
+        matmul_with(enc, x, &self.weight, y, &MatmulOpts { bias: self.bias.as_ref(), ..opts });
     }
 }
 
@@ -107,5 +102,9 @@ impl RmsNorm {
     }
     pub fn forward(&self, enc: &mut Encoder, x: &Tensor, y: &Tensor) {
         rms_norm(enc, x, &self.weight, y, self.eps);
+    }
+    /// This norm fused into the matmul after it ([`MatmulOpts::rms_norm`]).
+    pub fn prologue(&self) -> Option<(&Tensor, f32)> {
+        Some((&self.weight, self.eps))
     }
 }

@@ -112,11 +112,20 @@ impl ModelFolder {
 
     /// Loads through `open(file name)`, which gives the file's bytes or `None` when the folder
     /// has no such file: a browser passes Blobs, OPFS handles or HTTP ranges here. A folder with
-    /// a `manifest.json` is a pre-quantized one ([`quantized`]): its shards, checked against the
-    /// manifest's sizes, are read as one safetensors file.
+    /// a `manifest.json` is a pre-quantized one ([`quantized`]): its JSON files are checked
+    /// against the manifest's sha256, its shards against its sizes now and against their sha256
+    /// as a load reads them, and are read as one safetensors file.
     pub fn load(mut open: impl FnMut(&str) -> Result<Option<Box<dyn Source>>, LoadError>) -> Result<Self, LoadError> {
+        let manifest = match open(quantized::MANIFEST)? {
+            Some(src) => Some(Manifest::from_json(&safetensors::read_text(src.as_ref(), quantized::MANIFEST)?)?),
+            None => None,
+        };
+        // The JSON files of a pre-quantized folder must be the ones its manifest lists.
         let mut text = |name: &str| -> Result<Option<String>, LoadError> {
-            open(name)?.map(|src| safetensors::read_text(src.as_ref(), name)).transpose()
+            let Some(src) = open(name)? else { return Ok(None) };
+            let text = safetensors::read_text(src.as_ref(), name)?;
+            manifest.as_ref().map_or(Ok(()), |m| m.check_file(name, text.as_bytes()))?;
+            Ok(Some(text))
         };
         let config = Qwen3VLConfig::from_json(&text(config::CONFIG)?.ok_or_else(|| missing_file(config::CONFIG))?)?;
         let generation = match text(config::GENERATION)? {
@@ -131,7 +140,6 @@ impl ModelFolder {
         if let Some(p) = &preprocessor {
             p.check_against(&config.vision_config)?;
         }
-        let manifest = text(quantized::MANIFEST)?.map(|s| Manifest::from_json(&s)).transpose()?;
         let index = text(safetensors::INDEX)?;
         let checkpoint = match (manifest, index) {
             (Some(manifest), _) => quantized::checkpoint(&manifest, &mut open)?,

@@ -15,8 +15,9 @@
 //! pos_embed) keep their source dtype and bytes. Loading with `Format::Q4` uploads the stored
 //! words as they are: the same bits as quantising the original folder on load.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::ops::Range;
+use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -59,7 +60,7 @@ const SCALES: &str = "q4_scales";
 const WEIGHTS_KEY: &str = "qwen3-vl-webgpu.weights";
 /// f32 values read per step when quantising a matrix (4 MiB), bounding memory for the embedding.
 const BLOCK: usize = 1 << 20;
-/// Bytes hashed per read when verifying.
+/// Bytes hashed per read when verifying (the whole shard's check, or bytes a load jumps over).
 const HASH_CHUNK: usize = 1 << 20;
 
 /// One file of the folder.
@@ -87,28 +88,77 @@ pub struct Manifest {
 }
 
 impl Manifest {
-    /// Parses and checks a manifest: our format and version, plain file names.
+    /// Parses and checks a manifest: our format and version; copied files among [`COPIED`],
+    /// shards named [`shard_name`] in order (so a list reordered or repeated is refused), each
+    /// name once; sha256 as 64 hex digits; sizes whose sum is `total_bytes`.
     pub fn from_json(json: &str) -> Result<Self, LoadError> {
         let m: Manifest = serde_json::from_str(json).map_err(|source| LoadError::Json { file: MANIFEST.into(), source })?;
         if (m.format.as_str(), m.version, m.weights.as_str()) != (FORMAT, VERSION, "q4") {
             let reason = format!("is format {:?} version {} weights {:?}; this reader knows {FORMAT:?} version {VERSION} weights \"q4\"", m.format, m.version, m.weights);
             return Err(manifest_err(MANIFEST, reason));
         }
-        for e in m.files.iter().chain(&m.shards) {
-            // Files live beside the manifest: a path would let a download escape the folder.
-            if e.name.is_empty() || e.name.contains(['/', '\\']) || e.name == ".." || e.name == MANIFEST {
-                return Err(manifest_err(&e.name, "is not a file name the folder may hold".into()));
-            }
-        }
         if m.shards.is_empty() {
             return Err(manifest_err(MANIFEST, "lists no shards".into()));
         }
-        let sum: u64 = m.files.iter().chain(&m.shards).map(|e| e.bytes).sum();
-        if sum != m.total_bytes {
+        let mut names = HashSet::new();
+        for e in &m.files {
+            // Files live beside the manifest: only the known ones, so no path can escape the folder.
+            if !COPIED.contains(&e.name.as_str()) {
+                return Err(manifest_err(&e.name, format!("is not one of the files a folder copies ({COPIED:?})")));
+            }
+        }
+        for (i, e) in m.shards.iter().enumerate() {
+            if e.name != shard_name(i) {
+                return Err(manifest_err(&e.name, format!("is listed as shard {i}, which is named {}", shard_name(i))));
+            }
+        }
+        for e in m.files.iter().chain(&m.shards) {
+            if !names.insert(e.name.as_str()) {
+                return Err(manifest_err(&e.name, "is listed twice".into()));
+            }
+            if e.sha256.len() != 64 || !e.sha256.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+                return Err(manifest_err(&e.name, format!("has sha256 {:?}, not 64 lower-case hex digits", e.sha256)));
+            }
+        }
+        let sum = m.files.iter().chain(&m.shards).try_fold(0u64, |acc, e| acc.checked_add(e.bytes));
+        if sum != Some(m.total_bytes) {
+            let sum = sum.map_or("more than 2^64".into(), |s| s.to_string());
             return Err(manifest_err(MANIFEST, format!("says total_bytes {}, its entries add up to {sum}", m.total_bytes)));
         }
         Ok(m)
     }
+
+    /// Checks a copied file's bytes against its entry, when the manifest lists it.
+    pub fn check_file(&self, name: &str, bytes: &[u8]) -> Result<(), LoadError> {
+        match self.files.iter().find(|e| e.name == name) {
+            Some(e) => e.check(bytes.len() as u64, &hex(&Sha256::digest(bytes))),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Entry {
+    /// What differs from the entry, if anything.
+    fn differs(&self, bytes: u64, sha256: &str) -> Option<String> {
+        if bytes != self.bytes {
+            return Some(format!("has {bytes} bytes, the manifest says {}", self.bytes));
+        }
+        (sha256 != self.sha256).then(|| format!("has sha256 {sha256}, the manifest says {}", self.sha256))
+    }
+
+    fn check(&self, bytes: u64, sha256: &str) -> Result<(), LoadError> {
+        self.differs(bytes, sha256).map_or(Ok(()), |reason| Err(manifest_err(&self.name, reason)))
+    }
+
+    /// The size alone, before anything is hashed.
+    fn check_size(&self, bytes: u64) -> Result<(), LoadError> {
+        self.check(bytes, &self.sha256)
+    }
+}
+
+/// The name of shard `i`.
+pub fn shard_name(i: usize) -> String {
+    format!("weights-{i:05}.bin")
 }
 
 fn manifest_err(file: &str, reason: String) -> LoadError {
@@ -120,7 +170,8 @@ fn hex(digest: &[u8]) -> String {
 }
 
 /// The checkpoint of a pre-quantized folder: its shards, each of the size the manifest gives,
-/// read as one safetensors file marked as ours.
+/// read as one safetensors file marked as ours. Each shard's sha256 is checked as the load
+/// reads it ([`Verified`]); [`Checkpoint::finish`] ends the check.
 pub(crate) fn checkpoint(
     manifest: &Manifest,
     mut open: impl FnMut(&str) -> Result<Option<Box<dyn Source>>, LoadError>,
@@ -128,10 +179,9 @@ pub(crate) fn checkpoint(
     let mut parts = Vec::with_capacity(manifest.shards.len());
     for e in &manifest.shards {
         let src = open(&e.name)?.ok_or_else(|| missing_file(&e.name))?;
-        if src.len() != e.bytes {
-            return Err(manifest_err(&e.name, format!("has {} bytes, the manifest says {}", src.len(), e.bytes)));
-        }
-        parts.push((e.name.clone(), src));
+        e.check_size(src.len())?;
+        let hashing = Mutex::new(Hashing { sha: Sha256::new(), front: 0, verdict: None });
+        parts.push((e.name.clone(), Box::new(Verified { entry: e.clone(), inner: src, hashing }) as Box<dyn Source>));
     }
     let name = match manifest.shards.as_slice() {
         [one] => one.name.clone(),
@@ -143,6 +193,84 @@ pub(crate) fn checkpoint(
         return Err(manifest_err(&name, format!("the shards' safetensors header lacks the `{WEIGHTS_KEY}: q4` mark")));
     }
     Checkpoint::from_files(vec![file])
+}
+
+/// A shard checked against its manifest entry while the load reads it, with no pass of its
+/// own: SHA-256 runs front to back, so the hash follows the reads. Bytes a read jumps over are
+/// hashed first (read once more then), bytes read again behind the front are not hashed again,
+/// and [`Source::finish`] hashes what no read reached. The load reads in the order the writer
+/// stored, so the jumps are short. A mismatch fails the read that completes the hash (or
+/// `finish`) and every read after it.
+struct Verified {
+    entry: Entry,
+    inner: Box<dyn Source>,
+    hashing: Mutex<Hashing>,
+}
+
+struct Hashing {
+    sha: Sha256,
+    /// Bytes `0..front` are hashed.
+    front: u64,
+    /// Set once the front reaches the end: the mismatch, if any.
+    verdict: Option<Result<(), String>>,
+}
+
+impl Verified {
+    /// Hashes up to `to` (reading what no read has), then judges the shard at its end.
+    fn advance(&self, h: &mut Hashing, to: u64) -> std::io::Result<()> {
+        if h.front < to {
+            hash_range(self.inner.as_ref(), h.front..to, &mut h.sha)?;
+            h.front = to;
+        }
+        self.judge(h)
+    }
+
+    fn judge(&self, h: &mut Hashing) -> std::io::Result<()> {
+        if h.verdict.is_none() && h.front == self.entry.bytes {
+            let got = hex(&std::mem::take(&mut h.sha).finalize());
+            h.verdict = Some(self.entry.differs(h.front, &got).map_or(Ok(()), Err));
+        }
+        match &h.verdict {
+            Some(Err(e)) => Err(std::io::Error::other(e.clone())),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Source for Verified {
+    fn len(&self) -> u64 {
+        self.entry.bytes
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        let mut guard = self.hashing.lock().unwrap_or_else(|e| e.into_inner());
+        let h = &mut *guard;
+        let end = offset.checked_add(buf.len() as u64).filter(|&e| e <= self.entry.bytes).ok_or(std::io::ErrorKind::UnexpectedEof)?;
+        self.advance(h, offset)?;
+        self.inner.read_at(offset, buf)?;
+        if offset <= h.front && h.front < end {
+            h.sha.update(&buf[(h.front - offset) as usize..]);
+            h.front = end;
+        }
+        self.judge(h)
+    }
+
+    fn finish(&self) -> std::io::Result<()> {
+        let mut h = self.hashing.lock().unwrap_or_else(|e| e.into_inner());
+        self.advance(&mut h, self.entry.bytes)?;
+        self.inner.finish()
+    }
+}
+
+/// Feeds bytes `range` of `src` to `sha`, a chunk at a time.
+fn hash_range(src: &dyn Source, range: Range<u64>, sha: &mut Sha256) -> std::io::Result<()> {
+    let mut buf = vec![0; HASH_CHUNK.min((range.end - range.start) as usize)];
+    for at in range.clone().step_by(HASH_CHUNK) {
+        let n = (range.end - at).min(HASH_CHUNK as u64) as usize;
+        src.read_at(at, &mut buf[..n])?;
+        sha.update(&buf[..n]);
+    }
+    Ok(())
 }
 
 /// A matrix stored as int4 words in a pre-quantized checkpoint.
@@ -228,7 +356,7 @@ impl<S: FnMut(&str, &[u8]) -> std::io::Result<()>> Shards<S> {
     }
 
     fn flush(&mut self) -> Result<(), QuantizeError> {
-        let name = format!("weights-{:05}.bin", self.done.len());
+        let name = shard_name(self.done.len());
         (self.sink)(&name, &self.buf).map_err(|source| QuantizeError::Write { file: name.clone(), source })?;
         self.done.push(Entry { name, bytes: self.buf.len() as u64, sha256: hex(&Sha256::digest(&self.buf)) });
         self.buf.clear();
@@ -335,22 +463,12 @@ pub fn write(
 pub fn verify(mut open: impl FnMut(&str) -> Result<Option<Box<dyn Source>>, LoadError>) -> Result<Manifest, LoadError> {
     let src = open(MANIFEST)?.ok_or_else(|| missing_file(MANIFEST))?;
     let manifest = Manifest::from_json(&read_text(src.as_ref(), MANIFEST)?)?;
-    let mut buf = vec![0; HASH_CHUNK];
     for e in manifest.files.iter().chain(&manifest.shards) {
         let src = open(&e.name)?.ok_or_else(|| missing_file(&e.name))?;
-        if src.len() != e.bytes {
-            return Err(manifest_err(&e.name, format!("has {} bytes, the manifest says {}", src.len(), e.bytes)));
-        }
-        let mut hash = Sha256::new();
-        for at in (0..e.bytes).step_by(HASH_CHUNK) {
-            let n = (e.bytes - at).min(HASH_CHUNK as u64) as usize;
-            src.read_at(at, &mut buf[..n]).map_err(io_err(&e.name))?;
-            hash.update(&buf[..n]);
-        }
-        let got = hex(&hash.finalize());
-        if got != e.sha256 {
-            return Err(manifest_err(&e.name, format!("has sha256 {got}, the manifest says {}", e.sha256)));
-        }
+        e.check_size(src.len())?;
+        let mut sha = Sha256::new();
+        hash_range(src.as_ref(), 0..e.bytes, &mut sha).map_err(io_err(&e.name))?;
+        e.check(e.bytes, &hex(&sha.finalize()))?;
     }
     Ok(manifest)
 }

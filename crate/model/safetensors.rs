@@ -37,6 +37,11 @@ pub trait Source {
     }
     /// Fills `buf` from `offset`; fails if that runs past the end.
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()>;
+    /// Called when a load has read all it needs: a source that checks its bytes as they
+    /// stream (a pre-quantized shard against its sha256) checks the rest. Most have nothing to do.
+    fn finish(&self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// A file on disk, read by seeking (no mmap, so no surprises when the file changes under us).
@@ -115,6 +120,12 @@ impl Source for ConcatSource {
             part.read_at(at - self.starts[i], &mut buf[done..done + step])
                 .map_err(|e| std::io::Error::new(e.kind(), format!("{name}: {e}")))?;
             (at, done) = (at + step as u64, done + step);
+        }
+        Ok(())
+    }
+    fn finish(&self) -> std::io::Result<()> {
+        for (name, part) in &self.parts {
+            part.finish().map_err(|e| std::io::Error::new(e.kind(), format!("{name}: {e}")))?;
         }
         Ok(())
     }
@@ -270,13 +281,16 @@ impl SafetensorsFile {
             tensors.insert(tensor, TensorInfo { range, ..info });
         }
 
-        // Ranges may come in any order in the JSON, but must not share bytes.
-        let mut by_start: Vec<(&String, &TensorInfo)> = tensors.iter().filter(|(_, t)| !t.range.is_empty()).collect();
+        // Ranges may come in any order in the JSON, but must tile the data exactly, as the
+        // reference implementation requires: no shared bytes, no gaps, nothing after the last.
+        // A header length cut short would otherwise shift every tensor by the bytes it left out.
+        let mut by_start: Vec<(&String, &TensorInfo)> = tensors.iter().collect();
         by_start.sort_by_key(|(_, t)| (t.range.start, t.range.end));
-        for pair in by_start.windows(2) {
-            let ((first, a), (second, b)) = (pair[0], pair[1]);
-            if b.range.start < a.range.end {
-                let rel = |r: &Range<u64>| r.start - data_start..r.end - data_start;
+        let rel = |r: &Range<u64>| r.start - data_start..r.end - data_start;
+        let mut at = data_start;
+        for (i, &(second, b)) in by_start.iter().enumerate() {
+            if b.range.start < at {
+                let (first, a) = by_start[i - 1];
                 return Err(LoadError::Overlap {
                     file: name.into(),
                     first: first.clone(),
@@ -285,6 +299,16 @@ impl SafetensorsFile {
                     second_range: rel(&b.range),
                 });
             }
+            if b.range.start > at {
+                return Err(header(format!("leaves bytes {:?} of the data to no tensor", rel(&(at..b.range.start)))));
+            }
+            at = b.range.end;
+        }
+        if at != len {
+            return Err(header(format!(
+                "describes {} bytes of data, the file holds {data_len} after the header: its length ({n}) or offsets are wrong",
+                at - data_start
+            )));
         }
         Ok(SafetensorsFile { name: name.into(), metadata, tensors, source })
     }
@@ -514,5 +538,11 @@ impl Checkpoint {
 
     pub fn rows_f32(&self, tensor: &str, rows: Range<usize>) -> Result<Vec<f32>, LoadError> {
         self.find(tensor)?.0.rows_f32(tensor, rows)
+    }
+
+    /// Ends a load from this checkpoint ([`Source::finish`] of every file): a pre-quantized
+    /// folder's shards that did not match their sha256 fail here, if no read failed before.
+    pub fn finish(&self) -> Result<(), LoadError> {
+        self.files.iter().try_for_each(|f| f.source.finish().map_err(io_err(&f.name)))
     }
 }

@@ -6,9 +6,8 @@ use std::ops::Range;
 
 use crate::gpu::{row_chunks, DType, Encoder, Gpu, Tensor};
 use crate::kernels::attention::{decode_attention, kv_append, prefill_attention, KvCache, MAX_DECODE_QUERIES};
-use crate::kernels::elementwise::silu_mul;
 use crate::kernels::embed::{embed, scatter_add_rows, scatter_rows};
-use crate::kernels::matmul::matmul;
+use crate::kernels::matmul::{matmul, MatmulOpts};
 use crate::kernels::quant::{Format, Matrix};
 use crate::kernels::rope::{apply_rope, mrope_table};
 
@@ -24,7 +23,8 @@ struct DecoderLayer {
     o_proj: Linear,
     q_norm: RmsNorm,
     k_norm: RmsNorm,
-    /// gate_proj and up_proj fused: each output row is [gate | up].
+    /// gate_proj and up_proj fused, their rows interleaved (gate_i, up_i): the SiLU·mul
+    /// epilogue writes the MLP's activation directly.
     gate_up_proj: Linear,
     down_proj: Linear,
 }
@@ -65,17 +65,19 @@ impl TextModel {
             .map(|i| {
                 let l = lm.pp(format_args!("layers.{i}"));
                 let a = l.pp("self_attn");
+                // In checkpoint order (`expected_tensors`), so a pre-quantized folder's shards
+                // are read, and hashed, front to back.
                 Ok(DecoderLayer {
-                    input_layernorm: RmsNorm::load(gpu, &l, "input_layernorm", h, eps)?,
-                    post_attention_layernorm: RmsNorm::load(gpu, &l, "post_attention_layernorm", h, eps)?,
                     q_proj: Linear::load(gpu, &a, "q_proj", qd, h, c.attention_bias, format)?,
                     k_proj: Linear::load(gpu, &a, "k_proj", kvd, h, c.attention_bias, format)?,
                     v_proj: Linear::load(gpu, &a, "v_proj", kvd, h, c.attention_bias, format)?,
                     o_proj: Linear::load(gpu, &a, "o_proj", h, qd, c.attention_bias, format)?,
                     q_norm: RmsNorm::load(gpu, &a, "q_norm", d, eps)?,
                     k_norm: RmsNorm::load(gpu, &a, "k_norm", d, eps)?,
-                    gate_up_proj: Linear::load_fused(gpu, &l.pp("mlp"), &["gate_proj", "up_proj"], &[c.intermediate_size; 2], h, format)?,
+                    gate_up_proj: Linear::load_pairs(gpu, &l.pp("mlp"), ["gate_proj", "up_proj"], c.intermediate_size, h, format)?,
                     down_proj: Linear::load(gpu, &l.pp("mlp"), "down_proj", h, c.intermediate_size, false, format)?,
+                    input_layernorm: RmsNorm::load(gpu, &l, "input_layernorm", h, eps)?,
+                    post_attention_layernorm: RmsNorm::load(gpu, &l, "post_attention_layernorm", h, eps)?,
                 })
             })
             .collect::<Result<_, ModelError>>()?;
@@ -152,7 +154,6 @@ impl TextModel {
         // Projections before the per-head norm (a kernel cannot read and write one buffer).
         let (q_lin, k_lin) = (f32s(&[t, qh * d])?, f32s(&[t, kvh * d])?);
         let attn = f32s(&[t, qh * d])?;
-        let gate_up = f32s(&[t, 2 * c.intermediate_size])?;
         let act = f32s(&[t, c.intermediate_size])?;
         for (l, layer) in self.layers.iter().enumerate() {
             let cache = &state.caches[l];
@@ -171,9 +172,9 @@ impl TextModel {
                 prefill_attention(enc, &q, cache, past, &attn);
             }
             layer.o_proj.forward_acc(enc, &attn, &x);
-            layer.post_attention_layernorm.forward(enc, &x, &normed);
-            layer.gate_up_proj.forward(enc, &normed, &gate_up);
-            silu_mul(enc, &gate_up, &act);
+            // post_attention_layernorm → gate|up → SiLU·mul in one pass over the residual stream.
+            let mlp_in = MatmulOpts { rms_norm: layer.post_attention_layernorm.prologue(), silu_mul: true, ..Default::default() };
+            layer.gate_up_proj.forward_with(enc, &x, &act, mlp_in);
             layer.down_proj.forward_acc(enc, &act, &x);
             if let Some(ds) = visual.and_then(|v| v.deepstack.get(l).map(|f| (v.positions, f))) {
                 scatter_add_rows(enc, &x, ds.0, ds.1);

@@ -116,11 +116,15 @@ impl VisionModel {
         let gpu = enc.gpu;
         let c = &self.config;
         let (d, heads, merge) = (c.hidden_size, c.num_heads, c.spatial_merge_size);
-        let n: usize = grids.iter().map(|g| g[0] * g[1] * g[2]).sum();
+        // Grids from another processor's geometry (a merge size that is not the tower's) are
+        // refused here, before the kernels assume them.
+        let patches = |g: &[usize; 3]| g[0].checked_mul(g[1])?.checked_mul(g[2]).filter(|_| g[1] % merge == 0 && g[2] % merge == 0);
+        let n = grids.iter().try_fold(0usize, |acc, g| acc.checked_add(patches(g).filter(|&p| p > 0)?));
         let k = self.patch_embed.weight.k;
-        if pixel_values.len() != n * k {
-            return Err(ModelError::Input(format!("pixel_values has {} values, grids {grids:?} need {n}×{k}", pixel_values.len())));
-        }
+        let Some(n) = n.filter(|n| n.checked_mul(k) == Some(pixel_values.len())) else {
+            let values = pixel_values.len();
+            return Err(ModelError::Input(format!("grids {grids:?} (merged by {merge}) do not make {values} pixel values in rows of {k}")));
+        };
         let patches = gpu.upload_f32(pixel_values, &[n, k])?;
         let x = gpu.empty(DType::F32, &[n, d])?;
         self.patch_embed.forward(enc, &patches, &x);

@@ -97,6 +97,8 @@ fn check_shape(file: &SafetensorsFile, tensor: &str, info: &TensorInfo, shape: &
 
 /// Every tensor a checkpoint for `config` holds, with its shape, in module order.
 /// `lm_head.weight` only when the embeddings are untied; rotary `inv_freq` buffers are not saved.
+/// `config` must have passed [`Qwen3VLConfig::validate`], which bounds the layer counts and
+/// every product below.
 pub fn expected_tensors(config: &Qwen3VLConfig) -> Vec<(String, Vec<usize>)> {
     let mut out = List(Vec::new());
     let t = &config.text_config;
@@ -184,6 +186,7 @@ pub struct Report {
 /// dtype (or, in a pre-quantized folder, a matrix as int4 words of that logical shape); the first
 /// that is not is the error. Extra tensors are listed, not errors.
 pub fn validate(config: &Qwen3VLConfig, checkpoint: &Checkpoint) -> Result<Report, LoadError> {
+    config.validate()?;
     let expected = expected_tensors(config);
     let mut parameters = 0u64;
     let mut known: HashSet<String> = HashSet::new();

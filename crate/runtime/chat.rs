@@ -19,7 +19,7 @@
 
 use tokenizers::Tokenizer;
 
-use super::preprocess::{ImageProcessor, VisionInput};
+use super::preprocess::{ImageProcessor, VisionInput, MAX_PIXELS};
 use super::rope_index::{get_rope_index, RopeIndex};
 use super::video::{VideoInput, VideoProcessor};
 use super::RuntimeError;
@@ -271,9 +271,20 @@ pub enum VideoPlaceholder {
     ReplaceWrapper,
 }
 
+/// Placeholder tokens of a grid, `t·h·w / merge²`, checked: at most [`MAX_PIXELS`] (a pad
+/// stands for merge² patches of at least a pixel each).
+pub fn pad_count(grid_thw: [usize; 3], merge_size: usize) -> Result<usize, RuntimeError> {
+    let patches = grid_thw.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
+    let merge2 = merge_size.checked_mul(merge_size).filter(|&m| m > 0);
+    match (patches, merge2) {
+        (Some(n), Some(m2)) if n / m2 <= MAX_PIXELS => Ok(n / m2),
+        _ => Err(RuntimeError::Placeholders(format!("a grid of {grid_thw:?} patches merged by {merge_size} is out of range"))),
+    }
+}
+
 /// `replace_image_token`: `t·h·w / merge²` pads.
-pub fn image_placeholder(grid_thw: [usize; 3], merge_size: usize) -> String {
-    IMAGE_TOKEN.repeat(grid_thw.iter().product::<usize>() / (merge_size * merge_size))
+pub fn image_placeholder(grid_thw: [usize; 3], merge_size: usize) -> Result<String, RuntimeError> {
+    Ok(IMAGE_TOKEN.repeat(pad_count(grid_thw, merge_size)?))
 }
 
 /// `replace_video_token`: for each temporal patch `<{ts:.1} seconds><|vision_start|>` + `h·w/merge²`
@@ -286,7 +297,7 @@ pub fn video_placeholder(grid_thw: [usize; 3], timestamps: &[f64], merge_size: u
             timestamps.len()
         )));
     }
-    let pads = VIDEO_TOKEN.repeat(h * w / (merge_size * merge_size));
+    let pads = VIDEO_TOKEN.repeat(pad_count([1, h, w], merge_size)?);
     Ok(timestamps.iter().map(|ts| format!("<{ts:.1} seconds>{VISION_START}{pads}{VISION_END}")).collect())
 }
 
@@ -320,7 +331,7 @@ pub fn expand_vision_placeholders(
             (Some(i), v) if v.is_none_or(|(p, _)| i < p) => {
                 let grid = images.get(ni).ok_or_else(|| too_many("image", images.len()))?;
                 out.push_str(&rest[..i]);
-                out.push_str(&image_placeholder(*grid, merge_size));
+                out.push_str(&image_placeholder(*grid, merge_size)?);
                 rest = &rest[i + IMAGE_TOKEN.len()..];
                 ni += 1;
             }
@@ -406,8 +417,14 @@ pub struct Qwen3VLProcessor {
 
 impl Qwen3VLProcessor {
     /// From a `tokenizer.json`, with the default Qwen3-VL processors and the Instruct template.
+    /// The `tokenizers` crate panics on some malformed files (a `decoder` section it cannot
+    /// buffer: `decoders/mod.rs` `expect("Helper")`), and a panic aborts a wasm32 build, so the
+    /// file is parsed as JSON first and the crate reads that value, where nothing can fail to
+    /// buffer; natively a caught panic is the second line.
     pub fn from_tokenizer_json(bytes: &[u8]) -> Result<Self, RuntimeError> {
-        let tokenizer = Tokenizer::from_bytes(bytes).map_err(|e| RuntimeError::Tokenizer(e.to_string()))?;
+        let json: serde_json::Value =
+            serde_json::from_slice(bytes).map_err(|e| RuntimeError::Tokenizer(format!("tokenizer.json: {e}")))?;
+        let tokenizer: Tokenizer = guarded("reading tokenizer.json", || serde_json::from_value(json).map_err(Into::into))?;
         Ok(Qwen3VLProcessor {
             tokens: SpecialTokens::from_tokenizer(&tokenizer)?,
             tokenizer,
@@ -421,12 +438,12 @@ impl Qwen3VLProcessor {
 
     /// Token ids of a text, special tokens in it included (no BOS is added for Qwen).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>, RuntimeError> {
-        let enc = self.tokenizer.encode(text, true).map_err(|e| RuntimeError::Tokenizer(e.to_string()))?;
+        let enc = guarded("encoding", || self.tokenizer.encode(text, true))?;
         Ok(enc.get_ids().to_vec())
     }
 
     pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String, RuntimeError> {
-        self.tokenizer.decode(ids, skip_special_tokens).map_err(|e| RuntimeError::Tokenizer(e.to_string()))
+        guarded("decoding", || self.tokenizer.decode(ids, skip_special_tokens))
     }
 
     /// Renders, expands and tokenises a conversation whose `Image`/`Video` parts are `images` and
@@ -440,8 +457,9 @@ impl Qwen3VLProcessor {
     ) -> Result<Prompt, RuntimeError> {
         let template_text =
             apply_chat_template(messages, self.chat_template, add_generation_prompt, self.add_vision_id);
-        let image_grid_thw: Vec<[usize; 3]> = images.iter().map(|i| i.grid_thw).collect();
         let merge = self.image_processor.spec.merge_size;
+        images.iter().chain(videos.iter().map(|v| &v.vision)).try_for_each(|v| v.check(merge))?;
+        let image_grid_thw: Vec<[usize; 3]> = images.iter().map(|i| i.grid_thw).collect();
         let text = expand_vision_placeholders(&template_text, &image_grid_thw, videos, merge, self.video_placeholder)?;
         let input_ids = match self.encode_spliced(&template_text, &image_grid_thw, videos)? {
             Some(ids) => ids,
@@ -487,7 +505,7 @@ impl Qwen3VLProcessor {
         for id in ids {
             if id == t.image_pad {
                 let grid = images.next().ok_or_else(|| too_many("image", 0))?;
-                out.extend(std::iter::repeat_n(t.image_pad, grid.iter().product::<usize>() / (merge * merge)));
+                out.extend(std::iter::repeat_n(t.image_pad, pad_count(*grid, merge)?));
             } else if id == t.video_pad {
                 let v = videos.next().ok_or_else(|| too_many("video", 0))?;
                 let [nt, h, w] = v.vision.grid_thw;
@@ -500,7 +518,7 @@ impl Qwen3VLProcessor {
                 for ts in &v.timestamps {
                     out.extend(self.encode(&format!("<{ts:.1} seconds>"))?);
                     out.push(t.vision_start);
-                    out.extend(std::iter::repeat_n(t.video_pad, h * w / (merge * merge)));
+                    out.extend(std::iter::repeat_n(t.video_pad, pad_count([1, h, w], merge)?));
                     out.push(t.vision_end);
                 }
             } else {
@@ -508,5 +526,17 @@ impl Qwen3VLProcessor {
             }
         }
         Ok(Some(out))
+    }
+}
+
+/// Runs a call into the `tokenizers` crate with its panics caught (natively; a wasm32 build
+/// aborts instead, so what is known to panic is refused before the call).
+fn guarded<T>(what: &str, call: impl FnOnce() -> tokenizers::Result<T>) -> Result<T, RuntimeError> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(call)) {
+        Ok(result) => result.map_err(|e| RuntimeError::Tokenizer(format!("{what}: {e}"))),
+        Err(panic) => {
+            let message = panic.downcast_ref::<&str>().copied().or(panic.downcast_ref::<String>().map(String::as_str));
+            Err(RuntimeError::Tokenizer(format!("{what}: the tokenizers crate panicked: {}", message.unwrap_or("?"))))
+        }
     }
 }

@@ -47,6 +47,9 @@ pub enum RuntimeError {
     Placeholders(String),
     #[error("{0}")]
     Options(String),
+    /// Sizes out of range, or buffers past the host-memory budget (`preprocess::HOST_BUDGET`).
+    #[error("{0}")]
+    Size(String),
     #[error("a budget of {max_pixels} pixels is below the processor's minimum of {min_pixels}")]
     Budget { max_pixels: usize, min_pixels: usize },
     #[error("the prompt needs {prompt} tokens but the context holds {capacity}")]

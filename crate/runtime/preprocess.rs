@@ -10,6 +10,17 @@
 
 use super::resize::{resize_bicubic, Resampler};
 use super::RuntimeError;
+pub use crate::model::config::MAX_PIXELS;
+
+/// The most host memory one image or video may take at a step of its preprocessing (decoded
+/// pixels, resized frames, `pixel_values`), checked before allocating: 1 GiB, a quarter of a
+/// wasm32 heap.
+pub const HOST_BUDGET: usize = 1 << 30;
+/// The longest side of an image file decoded: the browser face takes the same (WebGPU's
+/// largest 2-D texture is 8192).
+pub const MAX_SIDE: u32 = 16384;
+/// The most frames a temporal patch may hold (Qwen-VL's is 2): an image is repeated this often.
+pub const MAX_TEMPORAL_PATCH: usize = 16;
 
 /// A decoded RGB image: `height` rows of `width` pixels of 3 bytes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -21,21 +32,30 @@ pub struct RgbImage {
 
 impl RgbImage {
     pub fn new(width: usize, height: usize, data: Vec<u8>) -> Result<Self, RuntimeError> {
-        if width == 0 || height == 0 || data.len() != width * height * 3 {
-            return Err(RuntimeError::Pixels { width, height, channels: 3, len: data.len() });
-        }
-        Ok(RgbImage { width, height, data })
+        let image = RgbImage { width, height, data };
+        image.check()?;
+        Ok(image)
+    }
+
+    /// The fields agree (they are public): both sides non-zero, 3 bytes a pixel.
+    pub fn check(&self) -> Result<(), RuntimeError> {
+        check_pixels(self.width, self.height, 3, self.data.len())
     }
 
     /// From straight (non-premultiplied) RGBA, e.g. a canvas `ImageData`: composited over white
     /// with Pillow's integer `alpha_composite`, which is what transformers' `convert_to_rgb` does to
     /// an RGBA PIL image. Opaque pixels are copied unchanged.
     pub fn from_rgba(width: usize, height: usize, rgba: &[u8]) -> Result<Self, RuntimeError> {
-        if width == 0 || height == 0 || rgba.len() != width * height * 4 {
-            return Err(RuntimeError::Pixels { width, height, channels: 4, len: rgba.len() });
-        }
+        check_pixels(width, height, 4, rgba.len())?;
         let data = rgba.chunks_exact(4).flat_map(|p| over_white(p[3], [p[0], p[1], p[2]])).collect();
         Ok(RgbImage { width, height, data })
+    }
+}
+
+fn check_pixels(width: usize, height: usize, channels: usize, len: usize) -> Result<(), RuntimeError> {
+    match width.checked_mul(height).and_then(|n| n.checked_mul(channels)) {
+        Some(n) if n == len && n > 0 => Ok(()),
+        _ => Err(RuntimeError::Pixels { width, height, channels, len }),
     }
 }
 
@@ -60,15 +80,39 @@ fn over_white(alpha: u8, rgb: [u8; 3]) -> [u8; 3] {
 
 /// Decodes a PNG or JPEG file to RGB, applying the EXIF orientation and compositing any alpha over
 /// white, as transformers' `load_image` + `convert_to_rgb` do. 16-bit images are reduced to 8 bits
-/// by the `image` crate (Pillow may differ there).
+/// by the `image` crate (Pillow may differ there). At most [`MAX_SIDE`] a side and
+/// [`HOST_BUDGET`] bytes of decoding; a file cut short is an error.
 #[cfg(feature = "decode")]
 pub fn decode_image(bytes: &[u8]) -> Result<RgbImage, RuntimeError> {
-    use image::{DynamicImage, ImageDecoder, ImageReader};
-    let err = |e: image::ImageError| RuntimeError::Decode(e.to_string());
-    let reader = ImageReader::new(std::io::Cursor::new(bytes))
+    decode_image_within(bytes, HOST_BUDGET)
+}
+
+/// [`decode_image`] within `max_bytes`: the decoded pixels, their oriented copy and the RGB
+/// conversion together, from the header's size before anything is decoded (a 100000×100000
+/// PNG of a few bytes is refused, not allocated). Pillow refuses truncated files, but the
+/// `image` crate fills a JPEG cut short with grey, so JPEGs must reach their end marker.
+#[cfg(feature = "decode")]
+pub fn decode_image_within(bytes: &[u8], max_bytes: usize) -> Result<RgbImage, RuntimeError> {
+    use image::{DynamicImage, ImageDecoder, ImageError, ImageFormat, ImageReader, Limits};
+    let err = |e: ImageError| match e {
+        ImageError::Limits(e) => RuntimeError::Size(format!("the image is past the decoder's limits ({e}): {MAX_SIDE} pixels a side, {max_bytes} bytes")),
+        e => RuntimeError::Decode(e.to_string()),
+    };
+    let mut reader = ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| RuntimeError::Decode(e.to_string()))?;
+    if reader.format() == Some(ImageFormat::Jpeg) && !jpeg_is_complete(bytes) {
+        return Err(RuntimeError::Decode("the JPEG ends before its end-of-image marker: the file is truncated".into()));
+    }
+    let mut limits = Limits::default();
+    (limits.max_image_width, limits.max_image_height, limits.max_alloc) = (Some(MAX_SIDE), Some(MAX_SIDE), Some(max_bytes as u64));
+    reader.limits(limits);
     let mut decoder = reader.into_decoder().map_err(err)?;
+    let (w, h) = decoder.dimensions();
+    let need = decoder.total_bytes().saturating_mul(2).saturating_add(4 * w as u64 * h as u64);
+    if need > max_bytes as u64 {
+        return Err(RuntimeError::Size(format!("a {w}x{h} image needs {need} bytes to decode, more than the {max_bytes} allowed")));
+    }
     let orientation = decoder.orientation().map_err(err)?;
     let mut img = DynamicImage::from_decoder(decoder).map_err(err)?;
     img.apply_orientation(orientation);
@@ -80,6 +124,42 @@ pub fn decode_image(bytes: &[u8]) -> Result<RgbImage, RuntimeError> {
     }
 }
 
+/// Whether a JPEG's bytes reach its end-of-image marker. Walks the marker segments (skipping
+/// each by its length, so the markers of an embedded thumbnail do not count) and, after each
+/// start of scan, the entropy-coded data up to the next marker that is neither a stuffed
+/// `FF 00` nor a restart.
+#[cfg(feature = "decode")]
+fn jpeg_is_complete(b: &[u8]) -> bool {
+    let mut i = 2; // past the start-of-image marker the format guess saw
+    loop {
+        while b.get(i) == Some(&0xFF) && b.get(i + 1) == Some(&0xFF) {
+            i += 1; // fill bytes before a marker
+        }
+        let (Some(0xFF), Some(&code)) = (b.get(i), b.get(i + 1)) else { return false };
+        i += 2;
+        match code {
+            0xD9 => return true,
+            0x01 | 0xD0..=0xD7 => continue,
+            _ => {
+                let Some(&[hi, lo]) = b.get(i..i + 2) else { return false };
+                i += u16::from_be_bytes([hi, lo]) as usize;
+                if code == 0xDA {
+                    loop {
+                        let Some(j) = b.get(i..).and_then(|rest| rest.iter().position(|&x| x == 0xFF)) else { return false };
+                        match b.get(i + j + 1) {
+                            Some(0x00 | 0xD0..=0xD7) => i += j + 2,
+                            _ => {
+                                i += j;
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Python's `round` on a float: ties to even.
 fn py_round(x: f64) -> f64 {
     x.round_ties_even()
@@ -87,7 +167,8 @@ fn py_round(x: f64) -> f64 {
 
 /// transformers' `smart_resize` (qwen2_vl): the `(height, width)` closest to the input's that are
 /// multiples of `factor` with `min_pixels ≤ h·w ≤ max_pixels`, keeping the aspect ratio as well as
-/// it can. The ratio of the longer to the shorter side may not exceed 200.
+/// it can. The ratio of the longer to the shorter side may not exceed 200; a result with an empty
+/// side (a tiny image with `min_pixels` 0) is an error, as resizing to it is in transformers.
 pub fn smart_resize(
     height: usize,
     width: usize,
@@ -97,18 +178,37 @@ pub fn smart_resize(
 ) -> Result<(usize, usize), RuntimeError> {
     check_aspect(height, width)?;
     let (h, w, f) = (height as f64, width as f64, factor as f64);
-    let mut h_bar = py_round(h / f) as usize * factor;
-    let mut w_bar = py_round(w / f) as usize * factor;
-    if h_bar * w_bar > max_pixels {
+    let mut h_bar = blocks(py_round(h / f), factor)?;
+    let mut w_bar = blocks(py_round(w / f), factor)?;
+    if area(h_bar, w_bar)? > max_pixels {
         let beta = (h * w / max_pixels as f64).sqrt();
-        h_bar = factor.max((h / beta / f).floor() as usize * factor);
-        w_bar = factor.max((w / beta / f).floor() as usize * factor);
-    } else if h_bar * w_bar < min_pixels {
+        h_bar = factor.max(blocks((h / beta / f).floor(), factor)?);
+        w_bar = factor.max(blocks((w / beta / f).floor(), factor)?);
+    } else if area(h_bar, w_bar)? < min_pixels {
         let beta = (min_pixels as f64 / (h * w)).sqrt();
-        h_bar = (h * beta / f).ceil() as usize * factor;
-        w_bar = (w * beta / f).ceil() as usize * factor;
+        h_bar = blocks((h * beta / f).ceil(), factor)?;
+        w_bar = blocks((w * beta / f).ceil(), factor)?;
     }
-    Ok((h_bar, w_bar))
+    resized(height, width, h_bar, w_bar)
+}
+
+/// `n · factor` for a whole number of blocks `n` computed in f64 (which saturates into usize).
+pub(crate) fn blocks(n: f64, factor: usize) -> Result<usize, RuntimeError> {
+    (n as usize).checked_mul(factor).ok_or_else(|| RuntimeError::Size(format!("{n}·{factor} pixels overflow")))
+}
+
+pub(crate) fn area(h: usize, w: usize) -> Result<usize, RuntimeError> {
+    h.checked_mul(w).ok_or_else(|| RuntimeError::Size(format!("{h}x{w} pixels overflow")))
+}
+
+/// A resize result, refused when a side is empty or the area leaves [`MAX_PIXELS`].
+pub(crate) fn resized(height: usize, width: usize, h: usize, w: usize) -> Result<(usize, usize), RuntimeError> {
+    if h == 0 || w == 0 || area(h, w)? > MAX_PIXELS {
+        return Err(RuntimeError::Size(format!(
+            "a {height}x{width} image resizes to {h}x{w}, not 1 to {MAX_PIXELS} pixels: check min_pixels / max_pixels"
+        )));
+    }
+    Ok((h, w))
 }
 
 /// The configured `max_pixels` capped by a request's `budget`, which may not undercut `min_pixels`.
@@ -140,6 +240,26 @@ impl VisionInput {
     pub fn num_patches(&self) -> usize {
         self.grid_thw.iter().product()
     }
+
+    /// The grid describes `pixel_values` (their fields are public): the product of a grid
+    /// that is not backed by that many rows would size the prompt's placeholders unchecked.
+    pub fn check(&self, merge_size: usize) -> Result<(), RuntimeError> {
+        let [t, h, w] = self.grid_thw;
+        let n = t.checked_mul(h).and_then(|th| th.checked_mul(w));
+        let ok = merge_size > 0
+            && h % merge_size == 0
+            && w % merge_size == 0
+            && n.is_some_and(|n| n > 0 && self.pixel_values.len() % n == 0 && self.pixel_values.len() >= n);
+        if !ok {
+            return Err(RuntimeError::Size(format!(
+                "a vision input of grid {:?} (merge {merge_size}) and {} pixel values does not fit together",
+                self.grid_thw,
+                self.pixel_values.len()
+            )));
+        }
+        Ok(())
+    }
+
     /// Length of one row of `pixel_values`.
     pub fn patch_dim(&self) -> usize {
         self.pixel_values.len() / self.num_patches().max(1)
@@ -181,6 +301,35 @@ impl PatchSpec {
         self.patch_size * self.merge_size
     }
 
+    /// Sizes whose merged block fits [`MAX_PIXELS`], a temporal patch of 1 to
+    /// [`MAX_TEMPORAL_PATCH`], a positive rescale factor, and a normalisation that takes every
+    /// u8 value to a finite number (positive stds): the processor reads all of them from a file.
+    pub fn validate(&self) -> Result<(), RuntimeError> {
+        let config = |e: String| Err(RuntimeError::Config(e));
+        let (p, m, tp) = (self.patch_size, self.merge_size, self.temporal_patch_size);
+        if p == 0 || m == 0 || p.checked_mul(m).and_then(|f| f.checked_mul(f)).is_none_or(|f2| f2 > MAX_PIXELS) {
+            return config(format!("patch_size {p} · merge_size {m} must be a positive block of at most {MAX_PIXELS} pixels"));
+        }
+        if !(1..=MAX_TEMPORAL_PATCH).contains(&tp) {
+            return config(format!("temporal_patch_size {tp} must be 1 to {MAX_TEMPORAL_PATCH}"));
+        }
+        let r = self.rescale_factor;
+        if !(r.is_finite() && r > 0.0 && ((1.0 / r) as f32).is_finite()) {
+            return config(format!("rescale_factor {r} must be a positive number whose inverse is a finite f32"));
+        }
+        let (mean, std) = self.fused_mean_std();
+        for c in 0..3 {
+            let extremes = [0.0f32, 255.0].map(|x| (x - mean[c]) / std[c]);
+            if !(std[c] > 0.0 && extremes.iter().all(|v| v.is_finite())) {
+                return config(format!(
+                    "image_mean {:?} / image_std {:?} (rescale {r}) do not normalise channel {c} to finite values",
+                    self.image_mean, self.image_std
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// transformers fuses rescale and normalise: `(x − mean/r) / (std/r)` with the float32
     /// products `mean·(1/r)`, `std·(1/r)` (`_fuse_mean_std_and_rescale_factor`, `tvF.normalize`).
     fn fused_mean_std(&self) -> ([f32; 3], [f32; 3]) {
@@ -190,21 +339,24 @@ impl PatchSpec {
 
     /// Normalises and patchifies frames of one size (`height × width × 3` u8 each, already
     /// resized to multiples of [`Self::factor`]), repeating the last frame up to a multiple of the
-    /// temporal patch.
-    pub fn patchify(&self, frames: &[&[u8]], height: usize, width: usize) -> VisionInput {
+    /// temporal patch. `pixel_values` may take at most [`HOST_BUDGET`] bytes.
+    pub fn patchify(&self, frames: &[&[u8]], height: usize, width: usize) -> Result<VisionInput, RuntimeError> {
+        self.validate()?;
         let (p, tp, m) = (self.patch_size, self.temporal_patch_size, self.merge_size);
-        assert!(!frames.is_empty(), "patchify: no frames");
-        assert!(
-            height.is_multiple_of(p * m) && width.is_multiple_of(p * m),
-            "patchify: {height}x{width} not a multiple of {}",
-            p * m
-        );
+        let frame_bytes = area(height, width)?.checked_mul(3);
+        if frames.is_empty() || frames.iter().any(|f| Some(f.len()) != frame_bytes) {
+            return Err(RuntimeError::Video(format!("patchify needs frames of {height}x{width} RGB pixels")));
+        }
+        if !(height.is_multiple_of(p * m) && width.is_multiple_of(p * m)) {
+            return Err(RuntimeError::Size(format!("patchify: {height}x{width} is not a multiple of {}", p * m)));
+        }
         let nt = frames.len().div_ceil(tp);
         let frame = |i: usize| frames[i.min(frames.len() - 1)];
         let (gh, gw) = (height / p, width / p);
         let (mean, std) = self.fused_mean_std();
         let dim = 3 * tp * p * p;
-        let mut out = vec![0f32; nt * gh * gw * dim];
+        let values = budget("pixel_values", &[nt, tp, height, width, 3], 4)? / 4;
+        let mut out = vec![0f32; values];
         let mut rows = out.chunks_exact_mut(dim);
         for t in 0..nt {
             for bh in 0..gh / m {
@@ -230,8 +382,16 @@ impl PatchSpec {
                 }
             }
         }
-        VisionInput { pixel_values: out, grid_thw: [nt, gh, gw] }
+        Ok(VisionInput { pixel_values: out, grid_thw: [nt, gh, gw] })
     }
+}
+
+/// The bytes of a buffer of `dims` elements of `size` bytes, when within [`HOST_BUDGET`].
+pub(crate) fn budget(what: &str, dims: &[usize], size: usize) -> Result<usize, RuntimeError> {
+    dims.iter()
+        .try_fold(size, |acc, &d| acc.checked_mul(d))
+        .filter(|&b| b <= HOST_BUDGET)
+        .ok_or_else(|| RuntimeError::Size(format!("{what} of {dims:?} would take more than the {HOST_BUDGET} bytes allowed")))
 }
 
 /// The image half of the Qwen3-VL preprocessor (`preprocessor_config.json`).
@@ -264,13 +424,15 @@ impl ImageProcessor {
         let v: serde_json::Value = serde_json::from_str(json).map_err(|e| RuntimeError::Config(e.to_string()))?;
         let v = v.get("image_processor").unwrap_or(&v);
         let mut p = ImageProcessor::default();
-        read_size(v, &mut p.min_pixels, &mut p.max_pixels);
+        read_size(v, &mut p.min_pixels, &mut p.max_pixels)?;
         p.spec = read_spec(v, p.spec)?;
         Ok(p)
     }
 
     /// The resized `(height, width)` of an input of this size.
     pub fn smart_resize(&self, height: usize, width: usize) -> Result<(usize, usize), RuntimeError> {
+        self.spec.validate()?;
+        check_budget(self.min_pixels, self.max_pixels)?;
         smart_resize(height, width, self.spec.factor(), self.min_pixels, self.max_pixels)
     }
 
@@ -282,9 +444,11 @@ impl ImageProcessor {
 
     /// `pixel_values` and `image_grid_thw = (1, h/16, w/16)` of one image.
     pub fn preprocess(&self, image: &RgbImage) -> Result<VisionInput, RuntimeError> {
+        image.check()?;
         let (h, w) = self.smart_resize(image.height, image.width)?;
+        budget("pixel_values", &[self.spec.temporal_patch_size, h, w, 3], 4)?;
         let resized = resize_bicubic(&image.data, image.width, image.height, 3, w, h, self.resampler);
-        Ok(self.spec.patchify(&[&resized], h, w))
+        self.spec.patchify(&[&resized], h, w)
     }
 
     /// `<|image_pad|>` tokens an image of this size becomes, without processing it.
@@ -295,36 +459,63 @@ impl ImageProcessor {
 }
 
 /// `size: {shortest_edge, longest_edge}` and the older `min_pixels` / `max_pixels` keys.
-pub(crate) fn read_size(v: &serde_json::Value, min_pixels: &mut usize, max_pixels: &mut usize) {
-    let get = |o: &serde_json::Value, k: &str| o.get(k).and_then(|x| x.as_u64()).map(|x| x as usize);
-    if let Some(size) = v.get("size") {
-        *min_pixels = get(size, "shortest_edge").unwrap_or(*min_pixels);
-        *max_pixels = get(size, "longest_edge").unwrap_or(*max_pixels);
+pub(crate) fn read_size(v: &serde_json::Value, min_pixels: &mut usize, max_pixels: &mut usize) -> Result<(), RuntimeError> {
+    if let Some(size) = v.get("size").filter(|s| !s.is_null()) {
+        *min_pixels = int(size, "shortest_edge")?.unwrap_or(*min_pixels);
+        *max_pixels = int(size, "longest_edge")?.unwrap_or(*max_pixels);
     }
-    *min_pixels = get(v, "min_pixels").unwrap_or(*min_pixels);
-    *max_pixels = get(v, "max_pixels").unwrap_or(*max_pixels);
+    *min_pixels = int(v, "min_pixels")?.unwrap_or(*min_pixels);
+    *max_pixels = int(v, "max_pixels")?.unwrap_or(*max_pixels);
+    check_budget(*min_pixels, *max_pixels)
+}
+
+/// A pixel budget `min ≤ max` with `1 ≤ max ≤ MAX_PIXELS`.
+pub(crate) fn check_budget(min_pixels: usize, max_pixels: usize) -> Result<(), RuntimeError> {
+    if min_pixels > max_pixels || !(1..=MAX_PIXELS).contains(&max_pixels) {
+        return Err(RuntimeError::Config(format!(
+            "min_pixels {min_pixels} / max_pixels {max_pixels} must satisfy min ≤ max and 1 ≤ max ≤ {MAX_PIXELS}"
+        )));
+    }
+    Ok(())
+}
+
+/// Key `k` of `v` as a non-negative integer: `None` when absent or null, an error for any
+/// other type (a silently ignored value would be a silently wrong one).
+pub(crate) fn int(v: &serde_json::Value, k: &str) -> Result<Option<usize>, RuntimeError> {
+    match v.get(k).filter(|x| !x.is_null()) {
+        None => Ok(None),
+        Some(x) => x
+            .as_u64()
+            .and_then(|n| usize::try_from(n).ok())
+            .map(Some)
+            .ok_or_else(|| RuntimeError::Config(format!("`{k}` must be a non-negative integer, not {x}"))),
+    }
+}
+
+/// Key `k` of `v` as a number, as [`int`].
+pub(crate) fn number(v: &serde_json::Value, k: &str) -> Result<Option<f64>, RuntimeError> {
+    match v.get(k).filter(|x| !x.is_null()) {
+        None => Ok(None),
+        Some(x) => x.as_f64().map(Some).ok_or_else(|| RuntimeError::Config(format!("`{k}` must be a number, not {x}"))),
+    }
 }
 
 pub(crate) fn read_spec(v: &serde_json::Value, mut s: PatchSpec) -> Result<PatchSpec, RuntimeError> {
-    let int = |k: &str, d: usize| v.get(k).and_then(|x| x.as_u64()).map_or(d, |x| x as usize);
     let rgb = |k: &str, d: [f32; 3]| -> Result<[f32; 3], RuntimeError> {
-        match v.get(k) {
+        match v.get(k).filter(|x| !x.is_null()) {
             None => Ok(d),
             Some(x) => {
-                let vals: Vec<f32> =
-                    x.as_array().into_iter().flatten().filter_map(|e| e.as_f64()).map(|e| e as f32).collect();
-                vals.try_into().map_err(|_| RuntimeError::Config(format!("`{k}` must hold three numbers")))
+                let vals: Option<Vec<f32>> = x.as_array().and_then(|a| a.iter().map(|e| e.as_f64().map(|e| e as f32)).collect());
+                vals.and_then(|v| v.try_into().ok()).ok_or_else(|| RuntimeError::Config(format!("`{k}` must hold three numbers")))
             }
         }
     };
-    s.patch_size = int("patch_size", s.patch_size);
-    s.temporal_patch_size = int("temporal_patch_size", s.temporal_patch_size);
-    s.merge_size = int("merge_size", s.merge_size);
+    s.patch_size = int(v, "patch_size")?.unwrap_or(s.patch_size);
+    s.temporal_patch_size = int(v, "temporal_patch_size")?.unwrap_or(s.temporal_patch_size);
+    s.merge_size = int(v, "merge_size")?.unwrap_or(s.merge_size);
     s.image_mean = rgb("image_mean", s.image_mean)?;
     s.image_std = rgb("image_std", s.image_std)?;
-    s.rescale_factor = v.get("rescale_factor").and_then(|x| x.as_f64()).unwrap_or(s.rescale_factor);
-    if s.patch_size == 0 || s.temporal_patch_size == 0 || s.merge_size == 0 {
-        return Err(RuntimeError::Config("patch, temporal patch and merge sizes must be positive".into()));
-    }
+    s.rescale_factor = number(v, "rescale_factor")?.unwrap_or(s.rescale_factor);
+    s.validate()?;
     Ok(s)
 }

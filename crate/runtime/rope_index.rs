@@ -48,12 +48,16 @@ pub fn get_rope_index(
     video_grid_thw: &[[usize; 3]],
     spatial_merge_size: usize,
 ) -> Result<RopeIndex, RuntimeError> {
+    if spatial_merge_size == 0 {
+        return Err(RuntimeError::Placeholders("spatial_merge_size is 0".into()));
+    }
     let types = mm_token_type_ids(input_ids, image_token_id, video_token_id);
-    // One grid per temporal patch of each video (repeat_interleave, then t = 1).
-    let video_splits: Vec<[usize; 3]> =
-        video_grid_thw.iter().flat_map(|&[t, h, w]| std::iter::repeat_n([1, h, w], t)).collect();
-    let mut grids = [image_grid_thw.iter(), video_splits.iter()];
+    // One grid per temporal patch of each video (repeat_interleave, then t = 1), lazily: a grid's
+    // t is not trusted to size anything.
+    let mut images = image_grid_thw.iter().copied();
+    let mut videos = video_grid_thw.iter().flat_map(|&[t, h, w]| std::iter::repeat_n([1, h, w], t));
     let mut pos: [Vec<u32>; 3] = Default::default();
+    let position = |p: usize| u32::try_from(p).map_err(|_| RuntimeError::Placeholders(format!("position {p} does not fit u32")));
     let mut current = 0usize;
     let mut i = 0;
     while i < types.len() {
@@ -62,27 +66,30 @@ pub fn get_rope_index(
         let len = end - i;
         if kind == 0 {
             for axis in pos.iter_mut() {
-                axis.extend((current..current + len).map(|p| p as u32));
+                for p in current..current + len {
+                    axis.push(position(p)?);
+                }
             }
             current += len;
         } else {
             let what = if kind == 1 { "image" } else { "video frame pair" };
-            let &[t, h, w] = grids[kind as usize - 1]
-                .next()
+            let [t, h, w] = if kind == 1 { images.next() } else { videos.next() }
                 .ok_or_else(|| RuntimeError::Placeholders(format!("more {what} placeholder runs than grids")))?;
             let (lt, lh, lw) = (t, h / spatial_merge_size, w / spatial_merge_size);
-            if lt * lh * lw != len {
+            let tokens = lt.checked_mul(lh).and_then(|n| n.checked_mul(lw));
+            if tokens != Some(len) {
                 return Err(RuntimeError::Placeholders(format!(
                     "an {what} run of {len} placeholders at token {i}, but its grid ({t}, {h}, {w}) makes {}",
-                    lt * lh * lw
+                    tokens.map_or("too many".into(), |n| n.to_string())
                 )));
             }
+            // The run's tokens bound lt, lh and lw, so these sums stay small.
             for ti in 0..lt {
                 for r in 0..lh {
                     for c in 0..lw {
-                        pos[0].push((current + ti) as u32);
-                        pos[1].push((current + r) as u32);
-                        pos[2].push((current + c) as u32);
+                        pos[0].push(position(current + ti)?);
+                        pos[1].push(position(current + r)?);
+                        pos[2].push(position(current + c)?);
                     }
                 }
             }
@@ -90,7 +97,7 @@ pub fn get_rope_index(
         }
         i = end;
     }
-    if grids[0].next().is_some() || grids[1].next().is_some() {
+    if images.next().is_some() || videos.next().is_some() {
         return Err(RuntimeError::Placeholders("more grids than placeholder runs".into()));
     }
     let max = pos.iter().flat_map(|a| a.iter()).copied().max().map_or(-1, |m| m as i64);

@@ -4,12 +4,28 @@
 //! `(T/2, H/16, W/16)`. Each temporal patch later gets a `<t seconds>` label in the prompt
 //! ([`calculate_timestamps`]).
 
-use super::preprocess::{capped, check_aspect, read_size, read_spec, PatchSpec, RgbImage, VisionInput};
+use std::ops::RangeInclusive;
+
+use super::preprocess::{
+    area, blocks, budget, capped, check_aspect, check_budget, int, number, read_size, read_spec, resized, PatchSpec,
+    RgbImage, VisionInput,
+};
 use super::resize::{resize_bicubic, Resampler};
 use super::RuntimeError;
 
 /// What the processor assumes when a video's frame rate is unknown (transformers warns and uses 24).
 pub const DEFAULT_VIDEO_FPS: f64 = 24.0;
+/// Frame rates a video, or the sampling, may have: outside, times become absurd (`--fps 1e-320`
+/// puts infinite seconds into the prompt).
+pub const FPS: RangeInclusive<f64> = 1e-3..=1e4;
+
+/// `fps` when within [`FPS`], else an error naming `what`.
+pub fn check_fps(what: &str, fps: f64) -> Result<f64, RuntimeError> {
+    match FPS.contains(&fps) {
+        true => Ok(fps),
+        false => Err(RuntimeError::Video(format!("{what} {fps} is not a frame rate from {} to {}", FPS.start(), FPS.end()))),
+    }
+}
 
 /// The Qwen3-VL video preprocessor (`video_preprocessor_config.json`).
 #[derive(Clone, Debug, PartialEq)]
@@ -62,14 +78,16 @@ impl VideoProcessor {
         let v: serde_json::Value = serde_json::from_str(json).map_err(|e| RuntimeError::Config(e.to_string()))?;
         let v = v.get("video_processor").unwrap_or(&v);
         let mut p = VideoProcessor::default();
-        read_size(v, &mut p.min_pixels, &mut p.max_pixels);
+        read_size(v, &mut p.min_pixels, &mut p.max_pixels)?;
         p.spec = read_spec(v, p.spec)?;
-        let int = |k: &str, d: usize| v.get(k).and_then(|x| x.as_u64()).map_or(d, |x| x as usize);
-        p.fps = v.get("fps").and_then(|x| x.as_f64()).unwrap_or(p.fps);
-        p.min_frames = int("min_frames", p.min_frames);
-        p.max_frames = int("max_frames", p.max_frames);
-        p.max_video_tokens = int("max_video_tokens", p.max_video_tokens);
-        p.cap_pixels_per_frame = v.get("cap_pixels_per_frame").and_then(|x| x.as_bool()).unwrap_or(false);
+        p.fps = check_fps("fps", number(v, "fps")?.unwrap_or(p.fps))?;
+        p.min_frames = int(v, "min_frames")?.unwrap_or(p.min_frames);
+        p.max_frames = int(v, "max_frames")?.unwrap_or(p.max_frames);
+        p.max_video_tokens = int(v, "max_video_tokens")?.unwrap_or(p.max_video_tokens);
+        p.cap_pixels_per_frame = match v.get("cap_pixels_per_frame").filter(|x| !x.is_null()) {
+            None => false,
+            Some(x) => x.as_bool().ok_or_else(|| RuntimeError::Config(format!("`cap_pixels_per_frame` must be true or false, not {x}")))?,
+        };
         Ok(p)
     }
 
@@ -95,12 +113,14 @@ impl VideoProcessor {
     /// The `(height, width)` every frame of an `num_frames`-frame clip is resized to, with the
     /// per-frame cap applied when [`Self::cap_pixels_per_frame`] is set.
     pub fn smart_resize(&self, num_frames: usize, height: usize, width: usize) -> Result<(usize, usize), RuntimeError> {
+        self.spec.validate()?;
+        check_budget(self.min_pixels, self.max_pixels)?;
         let mut max_pixels = self.max_pixels;
         let factor = self.spec.factor();
-        if self.cap_pixels_per_frame {
-            let frame_cap = self.max_video_tokens * factor * factor;
+        if self.cap_pixels_per_frame && num_frames > 0 {
+            let frame_cap = self.max_video_tokens.saturating_mul(factor * factor);
             let per_frame = frame_cap.min(self.max_pixels / num_frames).max((self.min_pixels as f64 * 1.05) as usize);
-            max_pixels = per_frame * num_frames;
+            max_pixels = per_frame.saturating_mul(num_frames);
         }
         video_smart_resize(
             num_frames,
@@ -123,6 +143,8 @@ impl VideoProcessor {
         video_fps: Option<f64>,
     ) -> Result<VideoInput, RuntimeError> {
         let first = frames.first().ok_or(RuntimeError::NoFrames)?;
+        let video_fps = check_fps("the video's fps", video_fps.unwrap_or(DEFAULT_VIDEO_FPS))?;
+        frames.iter().try_for_each(RgbImage::check)?;
         if frame_indices.len() != frames.len() {
             return Err(RuntimeError::Video(format!(
                 "{} frames but {} frame indices",
@@ -137,17 +159,20 @@ impl VideoProcessor {
             )));
         }
         let (h, w) = self.smart_resize(frames.len(), first.height, first.width)?;
+        // pixel_values, frames padded to whole temporal patches, outweigh the resized bytes.
+        let tp = self.spec.temporal_patch_size;
+        budget("pixel_values", &[frames.len().div_ceil(tp), tp, h, w, 3], 4)?;
         let resized: Vec<Vec<u8>> =
             frames.iter().map(|f| resize_bicubic(&f.data, f.width, f.height, 3, w, h, self.resampler)).collect();
         let refs: Vec<&[u8]> = resized.iter().map(|f| f.as_slice()).collect();
-        let vision = self.spec.patchify(&refs, h, w);
-        let timestamps =
-            calculate_timestamps(frame_indices, video_fps.unwrap_or(DEFAULT_VIDEO_FPS), self.spec.temporal_patch_size);
+        let vision = self.spec.patchify(&refs, h, w)?;
+        let timestamps = calculate_timestamps(frame_indices, video_fps, self.spec.temporal_patch_size);
         Ok(VideoInput { vision, timestamps })
     }
 
     /// Samples with [`Self::sample_frames`] from every decoded frame of a video, then processes.
     pub fn preprocess_all(&self, frames: &[RgbImage], video_fps: Option<f64>) -> Result<VideoInput, RuntimeError> {
+        check_fps("the video's fps", video_fps.unwrap_or(DEFAULT_VIDEO_FPS))?;
         let idx = self.sample_frames(frames.len(), video_fps);
         let sampled: Vec<RgbImage> = idx.iter().map(|&i| frames[i].clone()).collect();
         self.preprocess(&sampled, &idx, video_fps)
@@ -192,19 +217,20 @@ pub fn video_smart_resize(
     }
     check_aspect(h as usize, w as usize)?;
     let t = num_frames as f64;
-    let mut h_bar = (h / f).round_ties_even() as usize * factor;
-    let mut w_bar = (w / f).round_ties_even() as usize * factor;
-    let t_bar = (t / temporal_factor as f64).round_ties_even() as usize * temporal_factor;
-    if t_bar * h_bar * w_bar > max_pixels {
+    let mut h_bar = blocks((h / f).round_ties_even(), factor)?;
+    let mut w_bar = blocks((w / f).round_ties_even(), factor)?;
+    let t_bar = blocks((t / temporal_factor as f64).round_ties_even(), temporal_factor)?;
+    let volume = area(h_bar, w_bar)?.checked_mul(t_bar).ok_or_else(|| RuntimeError::Size(format!("{t_bar} frames of {h_bar}x{w_bar} overflow")))?;
+    if volume > max_pixels {
         let beta = (t * h * w / max_pixels as f64).sqrt();
-        h_bar = factor.max((h / beta / f).floor() as usize * factor);
-        w_bar = factor.max((w / beta / f).floor() as usize * factor);
-    } else if t_bar * h_bar * w_bar < min_pixels {
+        h_bar = factor.max(blocks((h / beta / f).floor(), factor)?);
+        w_bar = factor.max(blocks((w / beta / f).floor(), factor)?);
+    } else if volume < min_pixels {
         let beta = (min_pixels as f64 / (t * h * w)).sqrt();
-        h_bar = (h * beta / f).ceil() as usize * factor;
-        w_bar = (w * beta / f).ceil() as usize * factor;
+        h_bar = blocks((h * beta / f).ceil(), factor)?;
+        w_bar = blocks((w * beta / f).ceil(), factor)?;
     }
-    Ok((h_bar, w_bar))
+    resized(height, width, h_bar, w_bar)
 }
 
 /// `Qwen3VLProcessor._calculate_timestamps`: `index / fps` per sampled frame, the indices padded to
@@ -219,6 +245,7 @@ pub fn calculate_timestamps(indices: &[usize], video_fps: f64, merge_size: usize
 /// [`calculate_timestamps`] does: padded by repeating the last, then the mean of each group's
 /// first and last. For callers that sampled the frames themselves (the browser).
 pub fn patch_timestamps(times: &[f64], merge_size: usize) -> Vec<f64> {
+    let merge_size = merge_size.max(1);
     let mut t = times.to_vec();
     if let Some(&last) = t.last() {
         while !t.len().is_multiple_of(merge_size) {

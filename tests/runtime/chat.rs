@@ -155,8 +155,8 @@ fn video(grid_thw: [usize; 3], timestamps: &[f64]) -> VideoInput {
 
 #[test]
 fn placeholders_expand_per_grid() {
-    assert_eq!(image_placeholder([1, 4, 6], 2), "<|image_pad|>".repeat(6));
-    assert_eq!(image_placeholder([1, 16, 16], 2).matches("<|image_pad|>").count(), 64);
+    assert_eq!(image_placeholder([1, 4, 6], 2).unwrap(), "<|image_pad|>".repeat(6));
+    assert_eq!(image_placeholder([1, 16, 16], 2).unwrap().matches("<|image_pad|>").count(), 64);
     let v = video_placeholder([2, 4, 4], &[0.25, 1.75], 2).unwrap();
     let pads = "<|video_pad|>".repeat(4);
     assert_eq!(

@@ -131,7 +131,7 @@ fn patch_order_matches_the_permute() {
         (0..2).map(|t| (0..h * w * 3).map(|i| ((i * 7 + t * 101) % 251) as u8).collect()).collect();
     let spec = PatchSpec { image_mean: [0.0; 3], image_std: [1.0; 3], rescale_factor: 1.0, ..PatchSpec::default() };
     let refs: Vec<&[u8]> = frames.iter().map(|f| f.as_slice()).collect();
-    let v = spec.patchify(&refs, h, w);
+    let v = spec.patchify(&refs, h, w).unwrap();
     assert_eq!(v.grid_thw, [1, 4, 6]);
     assert_eq!((v.num_patches(), v.patch_dim(), v.num_tokens(2)), (24, 1536, 6));
     // The source as the processor stacks it: (T, C, H, W) planes.
