@@ -3,7 +3,7 @@ import type { ChatOptions, ChatResult, EngineInfo, LoadOptions, Message, Source 
 
 export type {
   ChatOptions, ChatResult, ContentPart, EngineInfo, GenerationOptions, ImageInput, LoadOptions, Message, Progress,
-  RGBAImage, Source, Weights,
+  RGBAImage, Source, StopReason, Weights,
 } from "./index.js";
 
 export class Engine {

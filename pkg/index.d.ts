@@ -1,5 +1,7 @@
 // Types of the public API of qwen3-vl-webgpu (src/index.js on the main thread, src/engine.js
-// inside a worker).
+// inside a worker). They compile with the DOM lib and with the WebWorker lib alone: the DOM
+// element types are looked up on `globalThis`, so a worker-only project sees `never` there
+// instead of an unresolved name (which `skipLibCheck` would turn into `any`).
 
 /** Where weights come from: a Hugging Face id ("Qwen/Qwen3-VL-2B-Instruct"), the URL of a folder
  *  (relative ones start with "./", "../" or "/"; with manifest.json = pre-quantized shards made by
@@ -10,8 +12,11 @@ export type Source = string | URL | File[] | FileSystemDirectoryHandle;
 export type Weights = "q4" | "f16" | "f32";
 
 export interface Progress {
-  phase: "download" | "quantize" | "upload" | "compile";
-  /** Bytes (download, quantize) or steps (upload, compile) done. */
+  /** "verify": hashing cached files; "download": fetching pre-quantized files; "quantize":
+   *  reading and quantizing original safetensors; "upload": weights to the GPU; "compile":
+   *  the warm-up that compiles the GPU pipelines. */
+  phase: "verify" | "download" | "quantize" | "upload" | "compile";
+  /** Bytes (verify, download, quantize, upload) or steps (compile) done. */
   loaded: number;
   total: number;
   file?: string;
@@ -33,13 +38,21 @@ export interface LoadOptions {
   signal?: AbortSignal;
 }
 
+// A load that fails (an abort, a lost network, a full disk, a 404) leaves in the cache only what
+// the next load of the same source resumes from: verified shards and `.part` files of a
+// download, the committed shards and `quantize.json` of an in-browser quantization. They count in
+// `cacheSize()`; `clearCache()` removes them.
+
+/** A DOM type where the project has the DOM lib, else `never`. */
+type Dom<K extends string> = typeof globalThis extends Record<K, { prototype: infer T }> ? T : never;
+
 /** Anything an image part may hold; converted to RGBA without colour-space conversion. */
 export type ImageInput =
   | ImageBitmap
   | ImageData
-  | HTMLImageElement
-  | HTMLVideoElement
-  | HTMLCanvasElement
+  | Dom<"HTMLImageElement">
+  | Dom<"HTMLVideoElement">
+  | Dom<"HTMLCanvasElement">
   | OffscreenCanvas
   | VideoFrame
   | Blob
@@ -58,8 +71,10 @@ export type ContentPart =
   | { type: "text"; text: string }
   /** `maxPixels`: this image's pixel budget, over the chat's (see ChatOptions.maxPixels). */
   | { type: "image"; image: ImageInput; maxPixels?: number }
-  | { type: "image_url"; image_url: string | { url: string }; maxPixels?: number }
-  /** Frames of one video with their times in seconds. */
+  /** A URL: http(s), data: or blob:. */
+  | { type: "image_url"; image_url: string | { url: string; detail?: string }; maxPixels?: number }
+  /** Frames of one video with their times in seconds (e.g. the last seconds of a camera:
+   *  see the README's "video" section). */
   | { type: "video"; frames: ImageInput[]; timestamps: number[] };
 
 export interface Message {
@@ -84,6 +99,7 @@ export interface GenerationOptions {
   videoMaxPixels?: number;
 }
 
+/** Unknown keys are an Error naming them. */
 export interface ChatOptions extends GenerationOptions {
   /** false: no per-token messages; the iterator yields the whole text once at the end. */
   stream?: boolean;
@@ -91,11 +107,17 @@ export interface ChatOptions extends GenerationOptions {
   signal?: AbortSignal;
 }
 
+/** Why generation ended: an end-of-turn token ("stop"), `maxNewTokens` ("length"), an abort
+ *  ("cancelled"), or the KV cache ran out ("context_full"). */
+export type StopReason = "stop" | "length" | "cancelled" | "context_full";
+
 export interface ChatResult {
   ids: number[];
   text: string;
-  stop: "stop" | "length" | "cancelled" | "context_full";
+  stop: StopReason;
   promptTokens: number;
+  /** The prompt's token ids (chat template, image and video pads, timestamps). */
+  promptIds: number[];
   /** `cachedTokens` of the prompt came from earlier turns' cache, `computedTokens` were computed
    *  now (the prefill rate counts only these). */
   timings: {
@@ -113,15 +135,153 @@ export interface ChatStream extends AsyncIterable<string> {
   result: Promise<ChatResult>;
 }
 
-/** Adapter, capabilities (f16, subgroups, limits), model sizes and GPU memory (live / peak). */
-export type EngineInfo = Record<string, unknown>;
+/** The adapter, the model, and memory. */
+export interface EngineInfo {
+  adapter: {
+    name: string;
+    backend: string;
+    /** A software adapter (SwiftShader, lavapipe). */
+    cpu: boolean;
+    f16: boolean;
+    subgroups: boolean;
+    subgroupMinSize: number;
+    subgroupMaxSize: number;
+    limits: {
+      maxStorageBufferBindingSize: number;
+      maxBufferSize: number;
+      maxComputeInvocationsPerWorkgroup: number;
+      maxComputeWorkgroupStorageSize: number;
+      maxStorageBuffersPerShaderStage: number;
+    };
+  };
+  model: {
+    weights: Weights;
+    hiddenSize: number;
+    layers: number;
+    vocabSize: number;
+    visionDepth: number;
+    contextLength: number;
+    cachedTokens: number;
+  };
+  memory: {
+    /** GPU buffer bytes alive now, and the most ever alive at once. */
+    liveBytes: number;
+    peakBytes: number;
+    /** The wasm linear memory of the worker (it grows, never shrinks). */
+    wasmHeapBytes: number;
+  };
+}
+
+// ----- chat.completions.create: OpenAI's Chat Completions shapes -----
+
+export type ChatCompletionContentPart =
+  | { type: "text"; text: string }
+  | { type: "image_url"; image_url: { url: string; detail?: "auto" | "low" | "high" } };
+
+export interface ChatCompletionMessageParam {
+  /** "developer" is read as "system". */
+  role: "system" | "developer" | "user" | "assistant";
+  content: string | null | ChatCompletionContentPart[];
+}
+
+interface ChatCompletionCreateParamsBase {
+  messages: ChatCompletionMessageParam[];
+  /** Echoed in the response (the loaded model answers whatever it says). */
+  model?: string;
+  max_tokens?: number | null;
+  max_completion_tokens?: number | null;
+  /** 0 is argmax decoding. */
+  temperature?: number | null;
+  top_p?: number | null;
+  seed?: number | null;
+  /** Up to any number of strings; the text ends before the first one generated. */
+  stop?: string | string[] | null;
+  n?: 1 | null;
+  presence_penalty?: number | null;
+  /** Only 0: use presence_penalty or repetition_penalty. */
+  frequency_penalty?: 0 | null;
+  /** Not OpenAI's: transformers' multiplicative penalty (as WebLLM has it). */
+  repetition_penalty?: number | null;
+  logprobs?: false | null;
+  user?: string;
+}
+
+export interface ChatCompletionCreateParamsNonStreaming extends ChatCompletionCreateParamsBase {
+  stream?: false | null;
+}
+
+export interface ChatCompletionCreateParamsStreaming extends ChatCompletionCreateParamsBase {
+  stream: true;
+  stream_options?: { include_usage?: boolean } | null;
+}
+
+export type ChatCompletionCreateParams = ChatCompletionCreateParamsNonStreaming | ChatCompletionCreateParamsStreaming;
+
+export type FinishReason = "stop" | "length";
+
+export interface CompletionUsage {
+  prompt_tokens: number;
+  completion_tokens: number;
+  total_tokens: number;
+}
+
+export interface ChatCompletion {
+  id: string;
+  object: "chat.completion";
+  created: number;
+  model: string;
+  choices: Array<{
+    index: 0;
+    message: { role: "assistant"; content: string };
+    finish_reason: FinishReason;
+    logprobs: null;
+    /** Not OpenAI's: the generated token ids (as vLLM returns them). */
+    token_ids: number[];
+  }>;
+  usage: CompletionUsage;
+}
+
+export interface ChatCompletionChunk {
+  id: string;
+  object: "chat.completion.chunk";
+  created: number;
+  model: string;
+  /** Empty in the final usage chunk (`stream_options.include_usage`). */
+  choices: Array<{
+    index: 0;
+    delta: { role?: "assistant"; content?: string };
+    finish_reason: FinishReason | null;
+    logprobs: null;
+    /** Not OpenAI's: the ids of the tokens this chunk's text came from. */
+    token_ids: number[];
+  }>;
+  usage?: CompletionUsage;
+}
+
+export interface RequestOptions {
+  /** Aborting rejects the call (or ends the stream) with an AbortError. */
+  signal?: AbortSignal;
+}
+
+export interface Completions {
+  create(body: ChatCompletionCreateParamsStreaming, options?: RequestOptions): Promise<AsyncIterable<ChatCompletionChunk>>;
+  create(body: ChatCompletionCreateParamsNonStreaming, options?: RequestOptions): Promise<ChatCompletion>;
+  create(body: ChatCompletionCreateParams, options?: RequestOptions): Promise<ChatCompletion | AsyncIterable<ChatCompletionChunk>>;
+}
+
+/** `model.chat(messages, options)`, with `model.chat.completions.create(body)` beside it. */
+export interface Chat {
+  /** One assistant turn over the whole conversation; earlier turns' KV cache is reused. */
+  (messages: Message[], options?: ChatOptions): ChatStream;
+  completions: Completions;
+}
 
 export class Qwen3VL {
   private constructor();
-  /** `worker: false` runs the model in the calling thread, which must be a worker. */
+  /** `worker: false` runs the model in the calling thread, which must be a worker. Unknown
+   *  options are an Error naming them. */
   static load(source: Source, options?: LoadOptions & { worker?: boolean }): Promise<Qwen3VL>;
-  /** One assistant turn over the whole conversation; earlier turns' KV cache is reused. */
-  chat(messages: Message[], options?: ChatOptions): ChatStream;
+  readonly chat: Chat;
   /** Forgets the conversation's KV cache. */
   reset(): Promise<void>;
   /** Frees GPU memory and ends the worker. */
@@ -129,7 +289,7 @@ export class Qwen3VL {
   info(): Promise<EngineInfo>;
   /** Deletes every cached model (unload loaded models first). */
   static clearCache(): Promise<void>;
-  /** Bytes the weights cache holds. */
+  /** Bytes the weights cache holds: complete entries and resumable parts. */
   static cacheSize(): Promise<number>;
 }
 

@@ -179,7 +179,7 @@ fn serve_answers_like_run() {
     write!(s, "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()).unwrap();
     let mut seen = Vec::new();
     let mut buf = [0u8; 256];
-    while !String::from_utf8_lossy(&seen).matches("data: ").nth(2).is_some() {
+    while String::from_utf8_lossy(&seen).matches("data: ").nth(2).is_none() {
         let n = s.read(&mut buf).unwrap();
         assert!(n > 0, "{}", String::from_utf8_lossy(&seen));
         seen.extend_from_slice(&buf[..n]);

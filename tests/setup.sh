@@ -49,8 +49,9 @@ export QWEN_TOKENIZER_JSON="$tok_dir/package/models/tokenizer.json"
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp/qwen3vl-xdg}"
 mkdir -p -m 0700 "$XDG_RUNTIME_DIR"
 
-# The browser tests (tests/browser): Debian's Chromium (WebGPU on SwiftShader) and the pinned
-# playwright-core that drives it. Never a Playwright browser download: it cannot work here.
+# The browser tests (tests/browser): Debian's Chromium (WebGPU on SwiftShader), the pinned
+# playwright-core that drives it, and the pinned vite and typescript the package is built and
+# type-checked with as its users would. Never a Playwright browser download: it cannot work here.
 [ -x /usr/bin/chromium ] || apt_install chromium
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
 if [ ! -f "$root/tests/browser/node_modules/.package-lock.json" ] \

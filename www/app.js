@@ -20,12 +20,14 @@
 //   ask(text, image?, options?)   → Promise<ChatResult>  (image: one source or an array; any
 //                                   type the package takes, an HTMLVideoElement is snapshotted)
 //   drawGrounding(text)           draws the grounding in `text` over the latest answer's image
+//   clipFrames()                  frames the camera clip holds now (camera mode "clip")
 //
 // Stable element ids
 //   model panel: #model-select #model-url #model-folder #model-folder-input #load #unload
 //                #model-hint #progress-box #progress #progress-text #cache-size #clear-cache #info
 //   inputs:      #camera-video #camera-toggle #capture #screenshot #file-input #live
-//                #live-interval #live-status
+//                #live-interval #live-status #camera-mode (frame | clip) #clip-options
+//                #clip-seconds #clip-fps
 //   chat:        #log (children div.turn.user with the question's canvases, article.turn.assistant
 //                with .answer, .stats and, with grounding, canvas.grounding) #attachments #prompt
 //                #send #stop #reset
@@ -65,6 +67,7 @@ let answering = null; // AbortController of the running load or answer
 let answerDone = Promise.resolve(); // settles when the running answer has ended
 let folderChoice = null; // a directory handle or File[] picked for "folder"
 let camera = null; // the camera MediaStream
+let clip = null; // the camera's recent frames, in camera mode "clip"
 let liveTimer = 0;
 let lastQuestion = ""; // the live mode asks this when the chat box is empty
 let loadAfterPick = false; // the Load button opened the folder picker
@@ -81,6 +84,7 @@ const demo = {
     load,
     ask,
     drawGrounding,
+    clipFrames: () => clip?.frames.length ?? 0,
 };
 window.qwenDemo = demo;
 
@@ -331,6 +335,11 @@ async function attachment(source, name) {
     return { source, bitmap, name: name || "image" };
 }
 
+/** The chat part of an attachment: a video part for a camera clip, else an image. */
+function contentPart(a) {
+    return a.clip ? { type: "video", ...a.clip } : { type: "image", image: a.source };
+}
+
 async function addPending(source, name) {
     try {
         pending.push(await attachment(source, name));
@@ -436,7 +445,7 @@ async function answer(text, attached, options) {
     const p = document.createElement("p");
     p.textContent = text;
     userEl.append(p);
-    const content = [...attached.map((a) => ({ type: "image", image: a.source })), { type: "text", text }];
+    const content = [...attached.map(contentPart), { type: "text", text }];
     conversation.push({ role: "user", content });
     images.push(...attached.map((a) => a.bitmap));
 
@@ -560,10 +569,13 @@ async function startCamera() {
     $("camera-toggle").textContent = "Stop camera";
     $("capture").disabled = false;
     $("live").disabled = false;
+    cameraMode();
 }
 
 function stopCamera() {
     stopLive();
+    clip?.stop();
+    clip = null;
     camera?.getTracks().forEach((t) => t.stop());
     camera = null;
     const video = $("camera-video");
@@ -573,6 +585,77 @@ function stopCamera() {
     $("camera-toggle").textContent = "Start camera";
     $("capture").disabled = true;
     $("live").disabled = true;
+}
+
+/**
+ * The camera's last `seconds` at `fps`, kept as ImageBitmaps with their capture times: what
+ * "what just happened?" needs, sent as one video part (Qwen3-VL's native video input).
+ */
+function recorder(video, seconds, fps) {
+    const frames = []; // { bitmap, t } oldest first
+    let busy = false;
+    const timer = setInterval(async () => {
+        if (busy || !video.videoWidth) return;
+        busy = true;
+        try {
+            frames.push({ bitmap: await createImageBitmap(video), t: performance.now() / 1000 });
+            while (frames.length > Math.max(2, Math.round(seconds * fps))) frames.shift().bitmap.close();
+        } finally {
+            busy = false;
+        }
+    }, 1000 / fps);
+    return {
+        frames,
+        /** Copies of the frames (the recorder closes old ones) and their times from the first. */
+        async take() {
+            const now = [...frames];
+            if (!now.length) throw new Error("the clip has no frame yet: wait a moment");
+            return {
+                frames: await Promise.all(now.map((f) => createImageBitmap(f.bitmap))),
+                timestamps: now.map((f) => Math.round((f.t - now[0].t) * 100) / 100),
+            };
+        },
+        stop() {
+            clearInterval(timer);
+            frames.splice(0).forEach((f) => f.bitmap.close());
+        },
+    };
+}
+
+/** Applies the camera mode: a frame per question, or a recorded clip. */
+function cameraMode() {
+    const isClip = $("camera-mode").value === "clip";
+    $("clip-options").hidden = !isClip;
+    $("capture").textContent = isClip ? "Capture clip" : "Capture frame";
+    clip?.stop();
+    clip = null;
+    if (isClip && camera) {
+        const seconds = Math.min(30, Math.max(1, Number($("clip-seconds").value) || 4));
+        const fps = Math.min(8, Math.max(0.5, Number($("clip-fps").value) || 2));
+        clip = recorder($("camera-video"), seconds, fps);
+    }
+}
+
+/** The camera's clip as a pending attachment (shown as its last frame). */
+async function captureClip() {
+    try {
+        const taken = await clip.take();
+        const last = taken.frames[taken.frames.length - 1];
+        const seconds = taken.timestamps[taken.timestamps.length - 1];
+        return { source: null, clip: taken, bitmap: await createImageBitmap(last), name: `clip: ${taken.frames.length} frames, ${seconds.toFixed(1)} s` };
+    } catch (e) {
+        notice("warn", messageOf(e));
+        return null;
+    }
+}
+
+async function capture() {
+    if (!clip) return addPending($("camera-video"), "camera frame");
+    const a = await captureClip();
+    if (a) {
+        pending.push(a);
+        renderPending();
+    }
 }
 
 function startLive() {
@@ -599,14 +682,16 @@ async function liveTick() {
         return;
     }
     status.textContent = `asked at ${new Date().toLocaleTimeString()}`;
-    const question = $("prompt").value.trim() || lastQuestion || "Describe what you see.";
-    const frame = snapshot($("camera-video"));
+    const question = $("prompt").value.trim() || lastQuestion || (clip ? "What just happened?" : "Describe what you see.");
+    const frame = clip ? await captureClip() : snapshot($("camera-video"));
+    if (!frame) return;
     conversation = [];
     images = [];
     $("log").replaceChildren();
     try {
         await demo.model.reset();
-        await ask(question, frame);
+        if (clip) await startAnswer(question, [frame], {});
+        else await ask(question, frame);
     } catch (e) {
         // shown in the turn and the notice
     }
@@ -685,7 +770,8 @@ function wireUi() {
     $("reset").addEventListener("click", () => resetConversation().catch((e) => notice("error", messageOf(e))));
 
     $("camera-toggle").addEventListener("click", () => (camera ? stopCamera() : startCamera()));
-    $("capture").addEventListener("click", () => addPending($("camera-video"), "camera frame"));
+    $("capture").addEventListener("click", capture);
+    for (const id of ["camera-mode", "clip-seconds", "clip-fps"]) $(id).addEventListener("change", cameraMode);
     $("live").addEventListener("change", (e) => (e.target.checked ? startLive() : stopLive()));
     $("live-interval").addEventListener("change", () => liveTimer && startLive());
     $("screenshot").addEventListener("click", screenshot);

@@ -5,8 +5,6 @@ use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use wgpu::util::DeviceExt;
-
 use super::{Gpu, GpuError};
 
 /// Element types as stored on the GPU. `F16` is packed two per `u32` (low half first) and
@@ -100,6 +98,11 @@ const STORAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
     .union(wgpu::BufferUsages::COPY_SRC)
     .union(wgpu::BufferUsages::COPY_DST);
 
+/// Bytes per queue write in [`Gpu::write_bytes`].
+pub const UPLOAD_CHUNK: usize = 4 << 20;
+/// Writes at least this large are submitted at once ([`Gpu::write_bytes`]).
+const SUBMIT_AFTER: usize = 64 << 10;
+
 /// Bit pattern written into fresh outputs by tests: NaN as f32 and as both f16 halves.
 pub const POISON: u32 = 0xFFFF_FFFF;
 
@@ -115,14 +118,31 @@ impl Gpu {
     }
 
     fn tensor_from_bytes(&self, bytes: &[u8], shape: &[usize], dtype: DType) -> Result<Tensor, GpuError> {
-        let size = self.buffer_size(dtype, shape)?;
-        let mut data = bytes.to_vec();
-        data.resize(size as usize, 0);
-        let buffer = self.scoped(|| {
-            self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: None, contents: &data, usage: STORAGE })
-        });
-        self.check()?;
-        Ok(Tensor { _alloc: Allocation::new(&self.memory, size), buffer, shape: shape.to_vec(), dtype })
+        let t = self.empty(dtype, shape)?;
+        self.write_bytes(&t, 0, bytes);
+        Ok(t)
+    }
+
+    /// Writes `bytes` into `t` at byte `offset` (a multiple of 4) straight from the caller's
+    /// memory, at most [`UPLOAD_CHUNK`] bytes per queue write, so no copy of the whole is made
+    /// (in the browser `writeBuffer` copies into the GPU process; natively wgpu stages each
+    /// write until the next submit). Writes of [`SUBMIT_AFTER`] bytes or more are submitted
+    /// at once, which bounds that staging memory while a model loads; smaller ones (a step's
+    /// rotary table) go with the next submit. A tail that is not a whole word is zero-padded.
+    pub fn write_bytes(&self, t: &Tensor, offset: u64, bytes: &[u8]) {
+        assert!(offset % 4 == 0 && offset + bytes.len() as u64 <= t.buffer.size(), "{} bytes at {offset} of a {}-byte buffer", bytes.len(), t.buffer.size());
+        let whole = bytes.len() & !3;
+        for (i, chunk) in bytes[..whole].chunks(UPLOAD_CHUNK).enumerate() {
+            self.queue.write_buffer(&t.buffer, offset + (i * UPLOAD_CHUNK) as u64, chunk);
+            if chunk.len() >= SUBMIT_AFTER {
+                self.queue.submit([]);
+            }
+        }
+        if whole < bytes.len() {
+            let mut tail = [0u8; 4];
+            tail[..bytes.len() - whole].copy_from_slice(&bytes[whole..]);
+            self.queue.write_buffer(&t.buffer, offset + whole as u64, &tail);
+        }
     }
 
     pub fn upload_f32(&self, data: &[f32], shape: &[usize]) -> Result<Tensor, GpuError> {

@@ -6,7 +6,7 @@ mod context;
 mod encode;
 mod pipeline;
 
-pub use buffer::{row_chunks, DType, MemoryCounter, Tensor, POISON};
+pub use buffer::{row_chunks, DType, MemoryCounter, Tensor, POISON, UPLOAD_CHUNK};
 pub use context::{Caps, Gpu, Profile};
 pub use encode::{grid, Encoder, Timer, MAX_GROUPS_PER_DIM};
 pub use pipeline::{preprocess, specialise, Kernel, KernelKey};

@@ -12,7 +12,7 @@
 
 use std::ops::Range;
 
-use crate::gpu::{row_chunks, Gpu, GpuError, Tensor};
+use crate::gpu::{row_chunks, DType, Gpu, GpuError, Tensor, UPLOAD_CHUNK};
 
 pub const GROUP: usize = 32;
 
@@ -134,16 +134,27 @@ impl Matrix {
     ) -> Result<Matrix, E> {
         let limit = max_part_bytes.unwrap_or(u64::MAX).min(gpu.caps.max_binding());
         let (row_words, scale_words) = (format.row_words(k), format.scale_words(k));
+        // Each part is filled in blocks of about UPLOAD_CHUNK bytes of rows (whole multiples of
+        // `align`), so no part-sized copy of the weights is ever held in memory.
+        let block = (UPLOAD_CHUNK / (4 * row_words).max(1) / align).max(1) * align;
         let mut parts = Vec::new();
         let blocks = row_chunks(n.div_ceil(align), (align * 4 * row_words) as u64, limit)?;
         for rows in blocks.into_iter().map(|b| b.start * align..(b.end * align).min(n)) {
-            let (data, scales) = fetch(rows.clone())?;
-            assert_eq!((data.len(), scales.len()), (rows.len() * row_words, rows.len() * scale_words), "rows {rows:?} of a [{n}, {k}] {format:?} matrix");
-            let data = gpu.upload_u32(&data, &[rows.len(), row_words])?;
+            let data = gpu.empty(DType::U32, &[rows.len(), row_words])?;
             let scales = match format {
-                Format::Q4 => Some(gpu.upload_u32(&scales, &[rows.len(), scale_words])?),
+                Format::Q4 => Some(gpu.empty(DType::U32, &[rows.len(), scale_words])?),
                 _ => None,
             };
+            for r in (rows.start..rows.end).step_by(block) {
+                let sub = r..(r + block).min(rows.end);
+                let (d, s) = fetch(sub.clone())?;
+                assert_eq!((d.len(), s.len()), (sub.len() * row_words, sub.len() * scale_words), "rows {sub:?} of a [{n}, {k}] {format:?} matrix");
+                let at = (sub.start - rows.start) as u64 * 4;
+                gpu.write_bytes(&data, at * row_words as u64, bytemuck::cast_slice(&d));
+                if let Some(scales) = &scales {
+                    gpu.write_bytes(scales, at * scale_words as u64, bytemuck::cast_slice(&s));
+                }
+            }
             parts.push(Part { rows, data, scales });
         }
         Ok(Matrix { n, k, format, parts })

@@ -331,45 +331,262 @@ pub enum QuantizeError {
     Write { file: String, source: std::io::Error },
     #[error("shards must hold at least one byte")]
     ShardSize,
+    #[error("cannot resume: {0}")]
+    Resume(String),
 }
 
 /// Collects the safetensors byte stream into shards of `shard_bytes`, hashing and handing each
-/// to the sink when full: memory holds one shard.
-struct Shards<S> {
+/// to the sink when full: memory holds one shard. Bytes below `resume` (the shards an earlier,
+/// interrupted run committed) are counted but not kept.
+struct Shards {
     shard_bytes: usize,
     buf: Vec<u8>,
     done: Vec<Entry>,
-    sink: S,
+    /// Output offset of the next byte pushed.
+    pos: u64,
+    resume: u64,
 }
 
-impl<S: FnMut(&str, &[u8]) -> std::io::Result<()>> Shards<S> {
-    fn push(&mut self, mut bytes: &[u8]) -> Result<(), QuantizeError> {
+type Sink<'a> = dyn FnMut(&str, &[u8]) -> std::io::Result<()> + 'a;
+
+impl Shards {
+    fn push(&mut self, bytes: &[u8], sink: &mut Sink) -> Result<(), QuantizeError> {
+        let skip = self.resume.saturating_sub(self.pos).min(bytes.len() as u64) as usize;
+        self.pos += bytes.len() as u64;
+        let mut bytes = &bytes[skip..];
         while !bytes.is_empty() {
             let take = (self.shard_bytes - self.buf.len()).min(bytes.len());
             self.buf.extend_from_slice(&bytes[..take]);
             bytes = &bytes[take..];
             if self.buf.len() == self.shard_bytes {
-                self.flush()?;
+                self.flush(sink)?;
             }
         }
         Ok(())
     }
 
-    fn flush(&mut self) -> Result<(), QuantizeError> {
+    fn flush(&mut self, sink: &mut Sink) -> Result<(), QuantizeError> {
         let name = shard_name(self.done.len());
-        (self.sink)(&name, &self.buf).map_err(|source| QuantizeError::Write { file: name.clone(), source })?;
+        sink(&name, &self.buf).map_err(|source| QuantizeError::Write { file: name.clone(), source })?;
         self.done.push(Entry { name, bytes: self.buf.len() as u64, sha256: hex(&Sha256::digest(&self.buf)) });
         self.buf.clear();
         Ok(())
     }
 }
 
-/// How one expected tensor is written.
+/// How one expected tensor is written, and where its bytes start in the output.
 enum Item {
     /// A matrix quantised to int4: its name and logical shape.
-    Q4(String, Vec<usize>),
+    Q4 { name: String, shape: Vec<usize>, at: u64 },
     /// Copied as stored.
-    Raw(String),
+    Raw { name: String, at: u64 },
+}
+
+/// One contiguous byte range of a source file, read by one [`Writer::step`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Read {
+    pub file: String,
+    pub start: u64,
+    pub end: u64,
+}
+
+/// One step's work: rows of a matrix (the last block also writes its scales) or a whole tensor.
+struct Unit {
+    item: usize,
+    rows: Range<usize>,
+    read: Read,
+}
+
+/// Quantises a model folder into the pre-quantized format one bounded step at a time, so a
+/// caller can fetch each step's input ([`Writer::reads`]) before running it, and can resume an
+/// interrupted run from the shards it committed: tensors whose output lies wholly in those
+/// shards are not read again (one that straddles the resume point is read whole).
+pub struct Writer {
+    folder: ModelFolder,
+    items: Vec<Item>,
+    units: Vec<Unit>,
+    next: usize,
+    files: Vec<Entry>,
+    shards: Shards,
+    /// The scales of the matrix being written, pushed after its last row block.
+    scales: Vec<u32>,
+    /// Output offset of the first tensor byte (after the length and the header).
+    data_start: u64,
+}
+
+impl Writer {
+    /// Reads the folder's configs and headers through `open` (as [`ModelFolder::load`] takes it),
+    /// hands the copied files to `sink` and plans the steps. `resume` lists the files and shards
+    /// an interrupted run committed (shards in order, all of `shard_bytes` but a final one); they
+    /// are trusted as given, not written again, and listed in the manifest.
+    pub fn new(
+        mut open: impl FnMut(&str) -> Result<Option<Box<dyn Source>>, LoadError>,
+        shard_bytes: usize,
+        resume: &[Entry],
+        sink: &mut Sink,
+    ) -> Result<Writer, QuantizeError> {
+        if shard_bytes == 0 {
+            return Err(QuantizeError::ShardSize);
+        }
+        let folder = ModelFolder::load(&mut open)?;
+        validate(&folder.config, &folder.checkpoint)?;
+
+        let mut files = Vec::new();
+        for name in COPIED {
+            if let Some(done) = resume.iter().find(|e| e.name == name) {
+                files.push(done.clone());
+            } else if let Some(src) = open(name)? {
+                let bytes = read_bytes(src.as_ref(), name)?;
+                sink(name, &bytes).map_err(|source| QuantizeError::Write { file: name.into(), source })?;
+                files.push(Entry { name: name.into(), bytes: bytes.len() as u64, sha256: hex(&Sha256::digest(&bytes)) });
+            }
+        }
+
+        // The header: every tensor's place in the data, in module order.
+        let checkpoint = &folder.checkpoint;
+        let mut header = serde_json::Map::new();
+        let mut metadata = BTreeMap::from([(WEIGHTS_KEY.to_string(), "q4".to_string())]);
+        let mut items = Vec::new();
+        let mut at = 0u64;
+        let mut entry = |name: String, dtype: Dtype, shape: Vec<usize>| {
+            let bytes = (dtype.size() * shape.iter().product::<usize>()) as u64;
+            header.insert(name, serde_json::json!({"dtype": dtype.name(), "shape": shape, "data_offsets": [at, at + bytes]}));
+            at += bytes;
+            at - bytes
+        };
+        for (name, shape) in expected_tensors(&folder.config) {
+            if is_matrix(&name, &shape) {
+                let (n, k) = (shape[0], shape[1..].iter().product::<usize>());
+                let start = entry(format!("{name}.{DATA}"), Dtype::U32, vec![n, Format::Q4.row_words(k)]);
+                entry(format!("{name}.{SCALES}"), Dtype::U32, vec![n, Format::Q4.scale_words(k)]);
+                metadata.insert(name.clone(), serde_json::to_string(&shape).expect("a shape is JSON"));
+                items.push(Item::Q4 { name, shape, at: start });
+            } else {
+                let (_, info) = checkpoint.find(&name)?;
+                let start = entry(name.clone(), info.dtype, shape);
+                items.push(Item::Raw { name, at: start });
+            }
+        }
+        let data_len = at;
+        header.insert("__metadata__".into(), serde_json::to_value(&metadata).expect("strings are JSON"));
+        let mut json = serde_json::to_vec(&header).expect("a JSON map");
+        // Padded with spaces to 8 bytes, as the reference writer does.
+        json.resize(json.len().next_multiple_of(8), b' ');
+        let data_start = 8 + json.len() as u64;
+
+        let done: Vec<Entry> = resume.iter().filter(|e| !COPIED.contains(&e.name.as_str())).cloned().collect();
+        let resumed = resume_point(&done, shard_bytes, data_start + data_len)?;
+        let mut shards = Shards { shard_bytes, buf: Vec::with_capacity(shard_bytes.min(64 << 20)), done, pos: 0, resume: resumed };
+        shards.push(&(json.len() as u64).to_le_bytes(), sink)?;
+        shards.push(&json, sink)?;
+
+        // The steps of every tensor whose output reaches past the resume point.
+        let mut units = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let end = items.get(i + 1).map_or(data_len, Item::at);
+            if data_start + end <= resumed {
+                continue;
+            }
+            match item {
+                Item::Q4 { name, shape, .. } => {
+                    let (file, info) = checkpoint.find(name)?;
+                    let (n, k) = (shape[0], shape[1..].iter().product::<usize>());
+                    let row_bytes = (k * info.dtype.size()) as u64;
+                    let step = (BLOCK / k.max(1)).max(1);
+                    for r in (0..n).step_by(step) {
+                        let rows = r..(r + step).min(n);
+                        let start = info.range.start + rows.start as u64 * row_bytes;
+                        let read = Read { file: file.name.clone(), start, end: start + rows.len() as u64 * row_bytes };
+                        units.push(Unit { item: i, rows, read });
+                    }
+                }
+                Item::Raw { name, .. } => {
+                    let (file, info) = checkpoint.find(name)?;
+                    let read = Read { file: file.name.clone(), start: info.range.start, end: info.range.end };
+                    units.push(Unit { item: i, rows: 0..0, read });
+                }
+            }
+        }
+        Ok(Writer { folder, items, units, next: 0, files, shards, scales: Vec::new(), data_start })
+    }
+
+    /// The source ranges the remaining steps read, one per step, in order.
+    pub fn reads(&self) -> Vec<Read> {
+        self.units[self.next..].iter().map(|u| u.read.clone()).collect()
+    }
+
+    /// Runs the next step, handing every shard it fills to `sink`; false once none is left.
+    pub fn step(&mut self, sink: &mut Sink) -> Result<bool, QuantizeError> {
+        let Some(unit) = self.units.get(self.next) else { return Ok(false) };
+        let w = Weights::new(&self.folder.checkpoint);
+        let as_bytes = |words: &[u32]| words.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+        let item = &self.items[unit.item];
+        let first = self.next == 0 || self.units[self.next - 1].item != unit.item;
+        if first {
+            // The tensors before this one are written, or skipped as resumed.
+            let at = self.data_start + item.at();
+            debug_assert!(self.shards.pos <= at);
+            self.shards.pos = at;
+        }
+        match item {
+            Item::Q4 { name, shape, .. } => {
+                let (data, scales) = w.encoded_rows(name, shape, unit.rows.clone(), Format::Q4)?;
+                if first {
+                    self.scales.clear();
+                }
+                self.shards.push(&as_bytes(&data), sink)?;
+                self.scales.extend(scales);
+                if unit.rows.end == shape[0] {
+                    let scales = std::mem::take(&mut self.scales);
+                    self.shards.push(&as_bytes(&scales), sink)?;
+                }
+            }
+            Item::Raw { name, .. } => {
+                let bytes = self.folder.checkpoint.find(name)?.0.tensor_bytes(name)?;
+                self.shards.push(&bytes, sink)?;
+            }
+        }
+        self.next += 1;
+        Ok(self.next < self.units.len())
+    }
+
+    /// After the last step: the final shard and `manifest.json` to `sink`; the manifest.
+    pub fn finish(mut self, sink: &mut Sink) -> Result<Manifest, QuantizeError> {
+        while self.step(sink)? {}
+        if !self.shards.buf.is_empty() {
+            self.shards.flush(sink)?;
+        }
+        let (files, shards) = (self.files, self.shards.done);
+        let total_bytes = files.iter().chain(&shards).map(|e| e.bytes).sum();
+        let manifest = Manifest { format: FORMAT.into(), version: VERSION, weights: "q4".into(), files, shards, total_bytes };
+        let json = serde_json::to_vec_pretty(&manifest).expect("a manifest is JSON");
+        sink(MANIFEST, &json).map_err(|source| QuantizeError::Write { file: MANIFEST.into(), source })?;
+        Ok(manifest)
+    }
+
+}
+
+impl Item {
+    /// Offset of the tensor's first byte in the data (after the header).
+    fn at(&self) -> u64 {
+        match self {
+            Item::Q4 { at, .. } | Item::Raw { at, .. } => *at,
+        }
+    }
+}
+
+/// The output bytes the committed shards `done` hold: they must be the first shards, in order,
+/// all full but a last one that ends the output.
+fn resume_point(done: &[Entry], shard_bytes: usize, total: u64) -> Result<u64, QuantizeError> {
+    let mut at = 0u64;
+    for (i, e) in done.iter().enumerate() {
+        let full = e.bytes == shard_bytes as u64;
+        if e.name != shard_name(i) || !(full || (i + 1 == done.len() && at + e.bytes == total)) {
+            return Err(QuantizeError::Resume(format!("{} ({} bytes) is not shard {i} of {shard_bytes} bytes", e.name, e.bytes)));
+        }
+        at += e.bytes;
+    }
+    Ok(at)
 }
 
 /// Quantises the model folder read through `open` (as [`ModelFolder::load`] takes it) into the
@@ -378,86 +595,12 @@ enum Item {
 /// complete. Streams one row block at a time: memory holds one shard, one block of f32 rows and
 /// one matrix's scales (1/8 of its int4 data). Only the tensors the model uses are written.
 pub fn write(
-    mut open: impl FnMut(&str) -> Result<Option<Box<dyn Source>>, LoadError>,
+    open: impl FnMut(&str) -> Result<Option<Box<dyn Source>>, LoadError>,
     shard_bytes: usize,
     mut sink: impl FnMut(&str, &[u8]) -> std::io::Result<()>,
 ) -> Result<Manifest, QuantizeError> {
-    if shard_bytes == 0 {
-        return Err(QuantizeError::ShardSize);
-    }
-    let folder = ModelFolder::load(&mut open)?;
-    validate(&folder.config, &folder.checkpoint)?;
-
-    let mut files = Vec::new();
-    for name in COPIED {
-        if let Some(src) = open(name)? {
-            let bytes = read_bytes(src.as_ref(), name)?;
-            sink(name, &bytes).map_err(|source| QuantizeError::Write { file: name.into(), source })?;
-            files.push(Entry { name: name.into(), bytes: bytes.len() as u64, sha256: hex(&Sha256::digest(&bytes)) });
-        }
-    }
-
-    // The header: every tensor's place in the data, in module order.
-    let checkpoint = &folder.checkpoint;
-    let mut header = serde_json::Map::new();
-    let mut metadata = BTreeMap::from([(WEIGHTS_KEY.to_string(), "q4".to_string())]);
-    let mut items = Vec::new();
-    let mut at = 0u64;
-    let mut entry = |name: String, dtype: Dtype, shape: Vec<usize>| {
-        let bytes = (dtype.size() * shape.iter().product::<usize>()) as u64;
-        header.insert(name, serde_json::json!({"dtype": dtype.name(), "shape": shape, "data_offsets": [at, at + bytes]}));
-        at += bytes;
-    };
-    for (name, shape) in expected_tensors(&folder.config) {
-        if is_matrix(&name, &shape) {
-            let (n, k) = (shape[0], shape[1..].iter().product::<usize>());
-            entry(format!("{name}.{DATA}"), Dtype::U32, vec![n, Format::Q4.row_words(k)]);
-            entry(format!("{name}.{SCALES}"), Dtype::U32, vec![n, Format::Q4.scale_words(k)]);
-            metadata.insert(name.clone(), serde_json::to_string(&shape).expect("a shape is JSON"));
-            items.push(Item::Q4(name, shape));
-        } else {
-            let (_, info) = checkpoint.find(&name)?;
-            entry(name.clone(), info.dtype, shape);
-            items.push(Item::Raw(name));
-        }
-    }
-    header.insert("__metadata__".into(), serde_json::to_value(&metadata).expect("strings are JSON"));
-    let mut json = serde_json::to_vec(&header).expect("a JSON map");
-    // Padded with spaces to 8 bytes, as the reference writer does.
-    json.resize(json.len().next_multiple_of(8), b' ');
-
-    let mut shards = Shards { shard_bytes, buf: Vec::with_capacity(shard_bytes.min(64 << 20)), done: Vec::new(), sink: &mut sink };
-    shards.push(&(json.len() as u64).to_le_bytes())?;
-    shards.push(&json)?;
-    let w = Weights::new(checkpoint);
-    let as_bytes = |words: &[u32]| words.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
-    for item in items {
-        match item {
-            Item::Q4(name, shape) => {
-                let (n, k) = (shape[0], shape[1..].iter().product::<usize>());
-                let step = (BLOCK / k.max(1)).max(1);
-                let mut scales = Vec::with_capacity(n * Format::Q4.scale_words(k));
-                for start in (0..n).step_by(step) {
-                    let (data, s) = w.encoded_rows(&name, &shape, start..(start + step).min(n), Format::Q4)?;
-                    shards.push(&as_bytes(&data))?;
-                    scales.extend(s);
-                }
-                shards.push(&as_bytes(&scales))?;
-            }
-            Item::Raw(name) => shards.push(&checkpoint.find(&name)?.0.tensor_bytes(&name)?)?,
-        }
-    }
-    if !shards.buf.is_empty() {
-        shards.flush()?;
-    }
-    let shards = shards.done;
-    let total_bytes = files.iter().chain(&shards).map(|e| e.bytes).sum();
-    let manifest = Manifest { format: FORMAT.into(), version: VERSION, weights: "q4".into(), files, shards, total_bytes };
-    let json = serde_json::to_vec_pretty(&manifest).expect("a manifest is JSON");
-    sink(MANIFEST, &json).map_err(|source| QuantizeError::Write { file: MANIFEST.into(), source })?;
-    Ok(manifest)
+    Writer::new(open, shard_bytes, &[], &mut sink)?.finish(&mut sink)
 }
-
 /// Checks every file and shard `manifest.json` lists against its size and sha256, reading
 /// through `open` as [`ModelFolder::load`] does; the first that differs is the error, named.
 pub fn verify(mut open: impl FnMut(&str) -> Result<Option<Box<dyn Source>>, LoadError>) -> Result<Manifest, LoadError> {

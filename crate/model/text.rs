@@ -218,7 +218,7 @@ impl TextModel {
     /// hold at most `max_rows` rows where given (tests cut tiny models into several chunks).
     pub fn logits_chunks(&self, gpu: &Gpu, positions: usize, max_rows: Option<usize>) -> Result<Vec<Range<usize>>, ModelError> {
         let row_bytes = 4 * self.config.vocab_size as u64;
-        let limit = max_rows.map_or(u64::MAX, |r| r as u64 * row_bytes).min(gpu.caps.max_binding());
+        let limit = max_rows.map_or(u64::MAX, |r| (r as u64).saturating_mul(row_bytes)).min(gpu.caps.max_binding());
         Ok(row_chunks(positions, row_bytes, limit)?)
     }
 }

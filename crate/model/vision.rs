@@ -118,7 +118,7 @@ impl VisionModel {
         let (d, heads, merge) = (c.hidden_size, c.num_heads, c.spatial_merge_size);
         // Grids from another processor's geometry (a merge size that is not the tower's) are
         // refused here, before the kernels assume them.
-        let patches = |g: &[usize; 3]| g[0].checked_mul(g[1])?.checked_mul(g[2]).filter(|_| g[1] % merge == 0 && g[2] % merge == 0);
+        let patches = |g: &[usize; 3]| g[0].checked_mul(g[1])?.checked_mul(g[2]).filter(|_| g[1].is_multiple_of(merge) && g[2].is_multiple_of(merge));
         let n = grids.iter().try_fold(0usize, |acc, g| acc.checked_add(patches(g).filter(|&p| p > 0)?));
         let k = self.patch_embed.weight.k;
         let Some(n) = n.filter(|n| n.checked_mul(k) == Some(pixel_values.len())) else {

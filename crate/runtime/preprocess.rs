@@ -247,9 +247,9 @@ impl VisionInput {
         let [t, h, w] = self.grid_thw;
         let n = t.checked_mul(h).and_then(|th| th.checked_mul(w));
         let ok = merge_size > 0
-            && h % merge_size == 0
-            && w % merge_size == 0
-            && n.is_some_and(|n| n > 0 && self.pixel_values.len() % n == 0 && self.pixel_values.len() >= n);
+            && h.is_multiple_of(merge_size)
+            && w.is_multiple_of(merge_size)
+            && n.is_some_and(|n| n > 0 && self.pixel_values.len().is_multiple_of(n) && self.pixel_values.len() >= n);
         if !ok {
             return Err(RuntimeError::Size(format!(
                 "a vision input of grid {:?} (merge {merge_size}) and {} pixel values does not fit together",

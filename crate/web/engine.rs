@@ -92,7 +92,7 @@ impl Engine {
 
     /// Answers the conversation `messages` (the whole of it each time: the cached prefix is
     /// reused). `onToken(delta, id)` (optional) sees each token's text as it completes;
-    /// returning `false` cancels. Resolves to `{ ids, text, stop, promptTokens, timings }`.
+    /// returning `false` cancels. Resolves to `{ ids, text, stop, promptTokens, promptIds, timings }`.
     // The borrow is held across the chat's awaits on purpose: it is the engine's lock, and every
     // other access uses `try_borrow*`, so an overlap is an Error, never a panic.
     #[allow(clippy::await_holding_refcell_ref)]
@@ -205,6 +205,7 @@ async fn chat(inner: &mut Inner, messages: &JsValue, options: &JsValue, on_token
         "text": text,
         "stop": stop.reason(),
         "promptTokens": ids.len(),
+        "promptIds": ids,
         "timings": {
             "timeToFirstTokenMs": ttft,
             // Only the tokens computed in this turn; the rest came from the cache.

@@ -6,8 +6,14 @@
 // and only then committed under its real name: a half-written shard is never trusted.
 //
 // Layout: OPFS /qwen3-vl-webgpu/<cache key>/ holds manifest.json (written last, so its presence
-// means every entry was once complete), the copied JSON files and weights-NNNNN.bin shards.
-// Must run in a worker (sync access handles).
+// means every entry was once complete), the copied JSON files and weights-NNNNN.bin shards; an
+// incomplete entry holds only what a later load resumes from (committed files, `.part` files,
+// the in-browser quantization's quantize.json). Must run in a worker (sync access handles).
+//
+// Several tabs: a complete entry is opened with read-only access handles, which any number of
+// tabs share (a browser without them reads through File snapshots instead); filling an entry
+// (download, quantization) holds a Web Lock named after it, so a second tab waits for the first
+// and then finds the entry complete.
 
 import { memFile } from "./files.js";
 
@@ -37,8 +43,32 @@ export async function cacheKey(url) {
   return `${slug}-${hash.slice(0, 12)}`;
 }
 
-export async function cacheDir(key) {
-  return (await root(true)).getDirectoryHandle(key, { create: true });
+/** The entry folder for `key`; null when it does not exist and `create` is false. */
+export async function cacheDir(key, create = false) {
+  const r = await root(create);
+  try {
+    return r && (await r.getDirectoryHandle(key, { create }));
+  } catch (e) {
+    if (e.name === "NotFoundError") return null;
+    throw e;
+  }
+}
+
+/** Deletes the entry folder `key` when it holds nothing (a load that failed before any write). */
+export async function dropIfEmpty(key) {
+  const dir = await cacheDir(key);
+  if (!dir) return;
+  for await (const _ of dir.keys()) return;
+  await (await root(false)).removeEntry(key).catch(() => {});
+}
+
+/**
+ * Runs `fn` holding the entry's Web Lock, so one tab at a time writes it (where the browser has
+ * no Web Locks, as before them: unguarded).
+ */
+export function withEntryLock(key, signal, fn) {
+  const locks = globalThis.navigator?.locks;
+  return locks ? locks.request(`${ROOT}/${key}`, { signal }, fn) : fn();
 }
 
 async function fileHandle(dir, name) {
@@ -50,7 +80,7 @@ async function fileHandle(dir, name) {
   }
 }
 
-async function remove(dir, name) {
+export async function remove(dir, name) {
   try {
     await dir.removeEntry(name);
   } catch (e) {
@@ -79,9 +109,11 @@ function mib(n) {
   return `${(n / 2 ** 20).toFixed(1)} MiB`;
 }
 
+/** A QuotaExceededError saying how many bytes are needed (`needed` null: not known). */
 export function quotaError(needed, available, atLeast = false) {
+  const amount = needed == null ? "more storage is" : `${atLeast ? "more than " : ""}${needed} bytes (${mib(needed)}) more are`;
   const e = new Error(
-    `Not enough storage for the model weights: ${atLeast ? "more than " : ""}${needed} bytes (${mib(needed)}) more are needed` +
+    `Not enough storage for the model weights: ${amount} needed` +
       (available == null ? "" : `, ${available} bytes (${mib(available)}) are available`) +
       ". Free disk space or clear this site's storage (Qwen3VL.clearCache()) and load again.",
   );
@@ -94,7 +126,7 @@ export function isQuotaError(e) {
 }
 
 /** True when the committed file `entry.name` exists with the manifest's size and sha256. */
-async function verified(dir, entry) {
+export async function verified(dir, entry) {
   const h = await fileHandle(dir, entry.name);
   if (!h) return false;
   const file = await h.getFile();
@@ -172,16 +204,15 @@ export async function fillCache(dir, baseUrl, manifest, { signal, onProgress } =
   const all = entries(manifest);
   const total = all.reduce((s, e) => s + e.bytes, 0);
   let loaded = 0;
-  const report = (file) => onProgress?.({ phase: "download", loaded, total, file });
-  await remove(dir, MANIFEST); // from here until the end, this entry is incomplete
-
+  const report = (phase, file) => onProgress?.({ phase, loaded, total, file });
   const missing = await unverified(dir, manifest, (entry) => {
     loaded += entry.bytes;
-    report(entry.name);
+    report("verify", entry.name);
   });
   signal?.throwIfAborted();
 
   if (missing.length) {
+    await remove(dir, MANIFEST); // from here until the end, this entry is incomplete
     let have = 0;
     for (const e of missing) {
       const part = await fileHandle(dir, `${e.name}.part`);
@@ -199,7 +230,7 @@ export async function fillCache(dir, baseUrl, manifest, { signal, onProgress } =
       for (let entry; !failure && (entry = queue.shift()); ) {
         await download(dir, new URL(entry.name, baseUrl).href, entry, signal, (n) => {
           loaded += n;
-          report(entry.name);
+          report("download", entry.name);
         }).catch((e) => {
           // estimate() can be far from what the write met (a full disk), so only the need is said.
           failure ??= isQuotaError(e) ? quotaError(need) : e;
@@ -233,124 +264,59 @@ export async function isComplete(dir, manifest, onProgress) {
   let loaded = 0;
   const bad = await unverified(dir, manifest, (e) => {
     loaded += e.bytes;
-    onProgress?.({ phase: "download", loaded, total, file: e.name });
+    onProgress?.({ phase: "verify", loaded, total, file: e.name });
   });
   return bad.length === 0;
 }
 
 /**
- * Runs the wasm `quantize(src, sink, options)` and stores its output in `dir` as a pre-quantized
- * entry. quantize is synchronous, but opening an OPFS file is not, so the sink appends every file
- * to one staging file opened beforehand; afterwards the files are cut out of it from the last to
- * the first (copy one file, truncate the staging file), so storage peaks at the model plus one
- * shard and memory at one shard. Each file is then hashed against the returned manifest and
- * committed like a download.
+ * A file of a complete entry for synchronous reads: a read-only access handle, shared with
+ * other tabs; where the browser knows only exclusive handles and another tab holds one, a File
+ * snapshot read with FileReaderSync (the committed files never change).
  */
-export async function quantizeToCache(dir, quantize, src, { signal, onProgress, shardMiB } = {}) {
-  await remove(dir, MANIFEST);
-  const stageName = "quantize.part";
-  const stage = await (await dir.getFileHandle(stageName, { create: true })).createSyncAccessHandle();
-  const spans = [];
-  let manifest;
+async function openReadOnly(handle, name) {
+  let h;
   try {
-    stage.truncate(0);
-    let at = 0;
-    let sinkError = null;
-    const sink = {
-      write(name, bytes) {
-        try {
-          const last = spans[spans.length - 1];
-          if (last?.name === name) last.bytes += bytes.length;
-          else if (spans.some((s) => s.name === name)) throw new Error(`quantize wrote ${name} in two separate runs`);
-          else spans.push({ name, offset: at, bytes: bytes.length });
-          if (stage.write(bytes, { at }) !== bytes.length) throw new Error(`short write to ${stageName}`);
-          at += bytes.length;
-        } catch (e) {
-          sinkError = e; // the wasm error that wraps it may lose the DOMException's name
-          throw e;
-        }
-      },
-    };
-    // A throwing onProgress stops the quantizer: that is how an abort reaches it.
-    const progress = (p) => {
-      signal?.throwIfAborted();
-      onProgress?.({ phase: "quantize", loaded: p.done, total: p.total, file: p.file });
-    };
-    try {
-      manifest = quantize(src, sink, { ...(shardMiB ? { shardMiB } : {}), onProgress: progress });
-    } catch (e) {
-      signal?.throwIfAborted();
-      if (isQuotaError(sinkError)) throw quotaError(at, null, true);
-      throw sinkError ?? e;
-    }
-    stage.flush();
-    for (let i = spans.length - 1; i > 0; i--) {
-      const span = spans[i];
-      const buf = new Uint8Array(span.bytes);
-      if (stage.read(buf, { at: span.offset }) !== span.bytes) throw new Error(`short read from ${stageName}`);
-      const out = await (await dir.getFileHandle(`${span.name}.part`, { create: true })).createSyncAccessHandle();
-      try {
-        out.truncate(0);
-        if (out.write(buf, { at: 0 }) !== span.bytes) throw new Error(`short write to ${span.name}.part`);
-        out.flush();
-      } finally {
-        out.close();
-      }
-      stage.truncate(span.offset);
-    }
-    stage.flush();
+    h = await handle.createSyncAccessHandle({ mode: "read-only" });
   } catch (e) {
-    stage.close();
-    await remove(dir, stageName);
-    throw e;
+    if (e.name !== "NoModificationAllowedError" && e.name !== "InvalidStateError") throw e;
+    const file = await handle.getFile();
+    const reader = new FileReaderSync();
+    return {
+      size: file.size,
+      readAt(offset, dst) {
+        const buf = reader.readAsArrayBuffer(file.slice(offset, offset + dst.length));
+        if (buf.byteLength !== dst.length) throw new Error(`${name}: read ${buf.byteLength} of ${dst.length} bytes at ${offset}`);
+        dst.set(new Uint8Array(buf));
+      },
+      close() {},
+    };
   }
-  stage.close();
-  if (spans.length) {
-    await remove(dir, `${spans[0].name}.part`);
-    await (await dir.getFileHandle(stageName)).move(`${spans[0].name}.part`);
-  } else {
-    await remove(dir, stageName);
-  }
-
-  const written = new Set(spans.map((s) => s.name));
-  for (const entry of entries(manifest)) {
-    if (!written.has(entry.name)) throw new Error(`quantize listed ${entry.name} in its manifest but did not write it`);
-    written.delete(entry.name);
-    if (!(await commit(dir, entry))) throw new Error(`quantize wrote ${entry.name} with a different sha256 than its manifest says`);
-  }
-  for (const name of written) await remove(dir, `${name}.part`); // e.g. a manifest.json of its own
-  await writeManifest(dir, manifest);
-  return manifest;
+  const size = h.getSize();
+  return {
+    size,
+    readAt(offset, dst) {
+      const n = h.read(dst, { at: offset });
+      if (n !== dst.length) throw new Error(`${name}: read ${n} of ${dst.length} bytes at ${offset} (size ${size})`);
+    },
+    close: () => h.close(),
+  };
 }
 
-/**
- * A Folder over a complete cache entry: every entry opened with a sync access handle (the
- * loader reads them synchronously). `close()` releases the handles (they lock the files).
- */
+/** A Folder over a complete cache entry. `close()` releases its files. */
 export async function openCachedFolder(dir, manifest) {
   const files = new Map([[MANIFEST, memFile(new TextEncoder().encode(JSON.stringify(manifest)))]]);
-  const handles = [];
   try {
-    for (const entry of entries(manifest)) {
-      const h = await (await dir.getFileHandle(entry.name)).createSyncAccessHandle();
-      handles.push(h);
-      const size = h.getSize();
-      files.set(entry.name, {
-        size,
-        readAt(offset, dst) {
-          const n = h.read(dst, { at: offset });
-          if (n !== dst.length) throw new Error(`${entry.name}: read ${n} of ${dst.length} bytes at ${offset} (size ${size})`);
-        },
-      });
-    }
+    for (const entry of entries(manifest)) files.set(entry.name, await openReadOnly(await dir.getFileHandle(entry.name), entry.name));
   } catch (e) {
-    for (const h of handles) h.close();
+    for (const f of files.values()) f.close?.();
     throw e;
   }
   return {
     open: (name) => files.get(name) ?? null,
     close() {
-      for (const h of handles.splice(0)) h.close();
+      for (const f of files.values()) f.close?.();
+      files.clear();
     },
   };
 }
@@ -376,7 +342,7 @@ async function dirBytes(dir) {
   return n;
 }
 
-/** Bytes held by the weights cache (complete and partial entries). */
+/** Bytes held by the weights cache: complete entries and the resumable parts of incomplete ones. */
 export async function cacheSize() {
   const dir = await root(false);
   return dir ? dirBytes(dir) : 0;

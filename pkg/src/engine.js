@@ -1,53 +1,86 @@
 // The model inside a worker: source resolution, the weights cache, and the wasm Engine. Usable
 // directly in an application's own worker; src/index.js wraps it for the main thread.
 
-import init, { Engine as WasmEngine, quantize } from "../dist/wasm/qwen3_vl_webgpu.js";
-import { cacheDir, cacheKey, cachedManifest, fillCache, isComplete, openCachedFolder, quantizeToCache } from "./cache.js";
+import init, { Engine as WasmEngine, Quantizer } from "../dist/wasm/qwen3_vl_webgpu.js";
+import {
+  cacheDir, cacheKey, cachedManifest, dropIfEmpty, fillCache, isComplete, isQuotaError, openCachedFolder, quotaError, remove,
+  verified, withEntryLock, writeManifest,
+} from "./cache.js";
+import { checkKeys, LOAD_OPTIONS } from "./check.js";
 import { directoryFolder, filesFolder, httpFolder, resolveSource } from "./files.js";
 import { toWasmMessages } from "./image.js";
+import { answered } from "./net.js";
+import { quantizeToCache } from "./quantize.js";
 
 export { clearCache, cacheSize } from "./cache.js";
 
 let wasmReady = null;
-/** Instantiates the wasm module once (wasm-bindgen `--target web` glue). */
+let wasmMemory = null;
+/** Instantiates the wasm module once (wasm-bindgen `--target web` glue); resolves to its exports. */
 export function initWasm() {
-  return (wasmReady ??= init());
+  return (wasmReady ??= init().then((exports) => {
+    wasmMemory = exports.memory;
+    return exports;
+  }));
 }
-
-const GENERATION_OPTIONS = ["maxNewTokens", "temperature", "topK", "topP", "repetitionPenalty", "presencePenalty", "seed", "greedy", "maxPixels", "videoMaxPixels"];
 
 /**
  * The weights of a remote folder as a cached, verified Folder: a pre-quantized folder (with
  * manifest.json) is downloaded into OPFS; an original safetensors folder is quantized in the
  * browser by range reads and stored the same way. With the network down, a complete cached
- * entry is used as is.
+ * entry is used as is. Filling the entry holds its lock (another tab loading the same model
+ * waits, then finds it complete); a load that fails leaves only resumable parts.
  */
 async function remoteFolder(url, { signal, onProgress, shardMiB }) {
-  const dir = await cacheDir(await cacheKey(url));
-  let manifest = null;
-  let original = false;
+  const key = await cacheKey(url);
   try {
-    const res = await fetch(`${url}manifest.json`, { signal, cache: "no-cache" });
-    if (res.ok) manifest = await res.json();
-    else if (res.status === 404) original = true;
-    else throw new Error(`${url}manifest.json: HTTP ${res.status} ${res.statusText}`);
+    return await withEntryLock(key, signal, () => fillEntry(url, key, { signal, onProgress, shardMiB }));
+  } catch (e) {
+    await dropIfEmpty(key);
+    throw e;
+  }
+}
+
+async function fillEntry(url, key, { signal, onProgress, shardMiB }) {
+  const manifestUrl = `${url}manifest.json`;
+  let manifest = null;
+  let missing = null; // why this is read as an original folder
+  try {
+    const res = await fetch(manifestUrl, { signal, cache: "no-cache" });
+    if (res.ok) manifest = await res.json().catch(() => {
+      throw new Error(`${manifestUrl} is not JSON`);
+    });
+    else if (res.status === 404) missing = answered(manifestUrl, res);
+    else throw new Error(answered(manifestUrl, res));
   } catch (e) {
     signal?.throwIfAborted();
     if (!(e instanceof TypeError)) throw e; // a TypeError is fetch's "network unreachable"
-    manifest = await cachedManifest(dir);
+    const dir = await cacheDir(key);
+    manifest = dir && (await cachedManifest(dir));
     if (!manifest) throw new Error(`cannot reach ${url} (${e.message}) and no copy of it is cached`);
+    return openCachedFolder(dir, manifest);
   }
-  if (original) {
-    manifest = await cachedManifest(dir);
+  let dir = await cacheDir(key);
+  if (missing) {
+    manifest = dir && (await cachedManifest(dir));
     if (!manifest || !(await isComplete(dir, manifest, onProgress))) {
       signal?.throwIfAborted();
-      manifest = await quantizeToCache(dir, quantize, httpFolder(url), { signal, onProgress, shardMiB }).catch((e) => {
-        if (e.name !== "Error") throw e; // QuotaExceededError, AbortError
-        throw new Error(`${url} has no manifest.json, so it was read as original safetensors: ${e.message}`);
+      dir ??= await cacheDir(key, true);
+      await remove(dir, "manifest.json");
+      const check = (entry) => verified(dir, entry);
+      manifest = await quantizeToCache(dir, Quantizer, url, {
+        signal, onProgress, shardMiB, missing, verify: check, remove: (name) => remove(dir, name),
+      }).catch((e) => {
+        signal?.throwIfAborted();
+        if (isQuotaError(e)) throw quotaError(null, null); // what is committed stays, to resume from
+        if (e.name !== "Error" || e.message.startsWith(url)) throw e;
+        throw new Error(`${url} has no manifest.json (${missing}), so it was read as original safetensors: ${e.message}`);
       });
+      await writeManifest(dir, manifest);
     }
   } else {
-    if (manifest.format !== "qwen3-vl-webgpu") throw new Error(`${url}manifest.json is not a qwen3-vl-webgpu manifest`);
+    if (manifest?.format !== "qwen3-vl-webgpu") throw new Error(`${manifestUrl} is not a qwen3-vl-webgpu manifest`);
+    dir ??= await cacheDir(key, true);
     await fillCache(dir, url, manifest, { signal, onProgress });
   }
   signal?.throwIfAborted();
@@ -71,7 +104,9 @@ export class Engine {
    * safetensors read directly), contextLength, shardMiB (in-browser quantization), warmUp
    * (default true), onProgress, signal.
    */
-  static async load(source, { weights = "q4", contextLength, shardMiB, warmUp = true, onProgress, signal } = {}) {
+  static async load(source, options = {}) {
+    checkKeys(options, LOAD_OPTIONS, "load options");
+    const { weights = "q4", contextLength, shardMiB, warmUp = true, onProgress, signal } = options;
     signal?.throwIfAborted();
     await initWasm();
     let folder;
@@ -117,8 +152,9 @@ export class Engine {
     signal?.throwIfAborted();
     this.#busy = true;
     try {
+      // Everything but the package's own keys goes to the wasm, which refuses unknown ones.
+      const gen = Object.fromEntries(Object.entries(options).filter(([k, v]) => k !== "signal" && k !== "stream" && v !== undefined));
       const converted = await toWasmMessages(messages);
-      const gen = Object.fromEntries(GENERATION_OPTIONS.filter((k) => options[k] != null).map((k) => [k, options[k]]));
       return await this.#wasm.chat(converted, gen, (delta, id) => {
         onDelta?.(delta, id);
         return !signal?.aborted;
@@ -144,7 +180,9 @@ export class Engine {
   }
 
   info() {
-    return this.#live().info();
+    const info = this.#live().info();
+    info.memory.wasmHeapBytes = wasmMemory.buffer.byteLength;
+    return info;
   }
 
   /** Frees the GPU memory and releases the cached files. */

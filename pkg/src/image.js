@@ -13,12 +13,68 @@ function isPixels(x) {
   return Number.isInteger(x?.width) && Number.isInteger(x?.height) && ArrayBuffer.isView(x?.data);
 }
 
+/**
+ * Whether a JPEG holds its end-of-image marker after its (first full-size) scan: its segments are
+ * walked by their lengths to the start-of-scan, then the entropy-coded data, where 0xFF is always
+ * stuffed, is searched for FF D9. Data after the marker (a phone's appended video) is allowed;
+ * a structure this walk does not understand is left to the decoder.
+ */
+function jpegComplete(b) {
+  let i = 2;
+  while (i + 4 <= b.length) {
+    if (b[i] !== 0xff) return true;
+    const marker = b[i + 1];
+    if (marker === 0xff) {
+      i++;
+      continue;
+    }
+    if (marker === 0xd9) return true;
+    const len = (b[i + 2] << 8) | b[i + 3];
+    if (marker === 0xda) {
+      for (let j = i + 2 + len; j + 1 < b.length; j++) if (b[j] === 0xff && b[j + 1] === 0xd9) return true;
+      return false;
+    }
+    i += 2 + len;
+  }
+  return false;
+}
+
+/**
+ * Throws when an encoded image stops before its format's end: browsers decode a JPEG cut in half
+ * without complaint (the missing rows come out grey), which would have the model describe half a
+ * picture. JPEG needs its end-of-image marker, PNG its IEND chunk, GIF its trailer; a WebP's RIFF
+ * size must fit in the file.
+ */
+async function checkComplete(blob, what) {
+  const head = new Uint8Array(await blob.slice(0, 12).arrayBuffer());
+  const is = (bytes, at = 0) => bytes.every((b, i) => head[at + i] === b);
+  const tail = async (n) => new Uint8Array(await blob.slice(Math.max(0, blob.size - n)).arrayBuffer());
+  let format = null;
+  let complete = true;
+  if (is([0xff, 0xd8, 0xff])) {
+    format = "JPEG";
+    complete = jpegComplete(new Uint8Array(await blob.arrayBuffer()));
+  } else if (is([0x89, 0x50, 0x4e, 0x47])) {
+    format = "PNG";
+    complete = new TextDecoder("latin1").decode(await tail(4096)).includes("IEND");
+  } else if (is([0x47, 0x49, 0x46, 0x38])) {
+    format = "GIF";
+    complete = (await tail(16)).findLast((b) => b !== 0) === 0x3b;
+  } else if (is([0x52, 0x49, 0x46, 0x46]) && is([0x57, 0x45, 0x42, 0x50], 8)) {
+    format = "WebP";
+    complete = new DataView(head.buffer).getUint32(4, true) + 8 <= blob.size;
+  }
+  if (!complete) throw new Error(`${what} is a truncated ${format}: its ${blob.size} bytes end before the image does (a cut download?)`);
+}
+
 async function bitmapOf(image) {
+  const what = typeof image === "string" || image instanceof URL ? String(image).slice(0, 200) : `the ${image?.constructor?.name ?? "image"}`;
   if (typeof image === "string" || image instanceof URL) {
     const res = await fetch(image);
-    if (!res.ok) throw new Error(`${image}: HTTP ${res.status} ${res.statusText}`);
+    if (!res.ok) throw new Error(`${what}: HTTP ${res.status} ${res.statusText}`);
     image = await res.blob();
   }
+  if (image instanceof Blob) await checkComplete(image, what);
   try {
     return await createImageBitmap(image, BITMAP_OPTIONS);
   } catch (e) {

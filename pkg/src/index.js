@@ -4,8 +4,10 @@
 // worker (an application's own).
 
 import { cacheSize, clearCache } from "./cache.js";
+import { checkKeys, LOAD_OPTIONS } from "./check.js";
 import { resolveSource } from "./files.js";
 import { toWasmMessages, transferables } from "./image.js";
+import { completions } from "./openai.js";
 
 function toError({ name, message }) {
   const e = new Error(message);
@@ -61,18 +63,32 @@ class Channel {
   }
 }
 
-function workerShim() {
-  const url = new URL("./worker.js", import.meta.url).href;
-  return URL.createObjectURL(new Blob([`import ${JSON.stringify(url)};`], { type: "text/javascript" }));
+// Not the literal "./worker.js": bundlers rewrite `new URL("<literal>", import.meta.url)` into an
+// asset URL (Vite inlines a small one as data:, which cannot import host.js).
+const WORKER_FILE = "./worker.js";
+
+/**
+ * Whether the worker must start through a blob URL: a dedicated worker is controlled by the
+ * service worker whose scope holds its script's URL, a blob-URL worker by its page's. When the
+ * package is served unbundled outside the page's service-worker scope (the demo's /www/ scope
+ * and /pkg/src/), a blob keeps the worker's code and wasm coming from that service worker's
+ * cache offline. Bundled, `import.meta.url` is the bundle's (or, under webpack, a file: URL), so
+ * this is false and the literal form below, which every bundler recognises, starts the worker.
+ */
+async function startThroughBlob() {
+  const sw = globalThis.navigator?.serviceWorker;
+  if (!sw?.controller) return null;
+  const url = new URL(WORKER_FILE, import.meta.url);
+  if (url.origin !== globalThis.location?.origin) return null;
+  const scope = (await sw.getRegistration().catch(() => null))?.scope;
+  if (!scope || url.href.startsWith(scope)) return null;
+  return URL.createObjectURL(new Blob([`import ${JSON.stringify(url.href)};`], { type: "text/javascript" }));
 }
 
-function workerChannel() {
-  // A page's service worker controls a blob-URL worker, but not a worker whose script lies
-  // outside its scope (the demo's /www/ vs /pkg/src/): under one, start through a blob so the
-  // worker's code and wasm come from its cache offline. Otherwise the literal form that bundlers
-  // (Vite) recognise and bundle.
-  const worker = globalThis.navigator?.serviceWorker?.controller
-    ? new Worker(workerShim(), { type: "module" })
+async function workerChannel() {
+  const blob = await startThroughBlob();
+  const worker = blob
+    ? new Worker(blob, { type: "module" })
     : new Worker(new URL("./worker.js", import.meta.url), { type: "module" });
   const channel = new Channel((msg, transfer) => worker.postMessage(msg, transfer), () => worker.terminate());
   worker.onmessage = (e) => channel.receive(e.data);
@@ -120,55 +136,68 @@ function stream(start) {
   };
 }
 
+/** A label for the loaded model in OpenAI-shaped responses. */
+function modelName(source) {
+  if (typeof source === "string") return source.replace(/^https:\/\/huggingface\.co\/(.+?)\/resolve\/main\/$/, "$1");
+  return Array.isArray(source) ? "local files" : (source?.name ?? "local folder");
+}
+
 export class Qwen3VL {
   #channel;
 
-  constructor(channel) {
+  /**
+   * One assistant turn over the whole conversation (OpenAI-style messages; images as
+   * ImageBitmap, ImageData, HTMLVideoElement, HTMLCanvasElement, HTMLImageElement, VideoFrame,
+   * Blob or URL). Iterate for the text deltas; `result` gives ids, text, stop reason, timings.
+   * `chat.completions.create(body)` is the same in OpenAI's request and response shapes.
+   */
+  chat;
+
+  constructor(channel, source) {
     this.#channel = channel;
+    const run = (messages, options, onDelta) => this.#run(messages, options, onDelta);
+    this.chat = (messages, options) => stream((push) => run(messages, options, push));
+    this.chat.completions = completions(run, () => modelName(source));
   }
 
   /**
    * Loads a model. `source`: a Hugging Face id ("Qwen/Qwen3-VL-2B-Instruct"), a folder URL
    * (relative ones start with "./", "../" or "/"), File[] or a FileSystemDirectoryHandle.
    */
-  static async load(source, { worker = true, signal, onProgress, ...options } = {}) {
+  static async load(source, options = {}) {
+    checkKeys(options, [...LOAD_OPTIONS, "worker"], "load options");
+    const { worker = true, signal, onProgress, ...rest } = options;
     signal?.throwIfAborted();
     if (typeof source === "string" || source instanceof URL) source = resolveSource(source);
     // persist() exists only on the main thread; a denial just leaves the cache evictable.
     await globalThis.navigator?.storage?.persist?.().catch(() => false);
-    const channel = worker ? workerChannel() : await localChannel();
+    const channel = worker ? await workerChannel() : await localChannel();
     // Abort ends a worker load at once (terminating it frees what it held; downloaded shards
     // stay cached for the next load); in-thread, the load stops at its next step.
     const abort = () => worker && channel.fail(signal.reason);
     signal?.addEventListener("abort", abort, { once: true });
     try {
-      await channel.call("load", { source, options }, { onProgress, signal });
+      await channel.call("load", { source, options: rest }, { onProgress, signal });
     } catch (e) {
       channel.stop();
       throw e;
     } finally {
       signal?.removeEventListener("abort", abort);
     }
-    return new Qwen3VL(channel);
+    return new Qwen3VL(channel, source);
   }
 
-  /**
-   * One assistant turn over the whole conversation (OpenAI-style messages; images as
-   * ImageBitmap, ImageData, HTMLVideoElement, HTMLCanvasElement, HTMLImageElement, VideoFrame,
-   * Blob or URL). Iterate for the text deltas; `result` gives ids, text, stop reason, timings.
-   */
-  chat(messages, { signal, ...options } = {}) {
-    return stream(async (push) => {
-      signal?.throwIfAborted();
-      const converted = await toWasmMessages(messages);
-      const result = await this.#channel.call("chat", { messages: converted, options }, {
-        signal,
-        transfer: transferables(converted),
-        onDelta: push,
-      });
-      if (options.stream === false) push(result.text);
-      return result;
+  /** The chat behind `chat` and `chat.completions.create`: `onDelta(text, tokenId)` per token. */
+  async #run(messages, { signal, ...options } = {}, onDelta) {
+    signal?.throwIfAborted();
+    const converted = await toWasmMessages(messages);
+    const result = await this.#channel.call("chat", { messages: converted, options }, {
+      signal,
+      transfer: transferables(converted),
+      onDelta,
     });
+    if (options.stream === false) onDelta?.(result.text, null);
+    return result;
   }
 
   /** Forgets the conversation (its KV cache); the next chat starts from scratch. */

@@ -6,7 +6,9 @@
 // same shards as `qwen3-vl quantize` and answers with the same ids.
 import { beforeEach, test } from "node:test";
 import assert from "node:assert/strict";
-import { assertNoErrors, openPage, serverAndBrowser } from "./harness.mjs";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { assertNoErrors, openPage, repoRoot, serverAndBrowser } from "./harness.mjs";
 import { imageFile, packageEntry, shardMiB, tinyModel } from "./pieces.mjs";
 
 const prompt = "Describe this picture.";
@@ -25,11 +27,17 @@ const env = serverAndBrowser(async () => {
     const { Qwen3VL } = await import(entry);
     // Loads, optionally answers greedily about the test image, unloads; never throws (the test
     // wants the error's name and message as the main thread received them).
-    window.loadAndAsk = async (model, { ask = false, image, prompt, maxNewTokens, options = {} } = {}) => {
+    // `abortAt`: abort the load once the quantization has read that fraction of its bytes.
+    window.loadAndAsk = async (model, { ask = false, image, prompt, maxNewTokens, options = {}, abortAt } = {}) => {
       const phases = new Set();
+      const controller = new AbortController();
+      const onProgress = (p) => {
+        phases.add(p.phase);
+        if (abortAt != null && p.phase === "quantize" && p.loaded >= abortAt * p.total) controller.abort();
+      };
       let m;
       try {
-        m = await Qwen3VL.load(model, { ...options, onProgress: (p) => phases.add(p.phase) });
+        m = await Qwen3VL.load(model, { ...options, onProgress, signal: controller.signal });
         let answer = null;
         if (ask) {
           const chat = m.chat([{ role: "user", content: [{ type: "image", image }, { type: "text", text: prompt }] }], { greedy: true, maxNewTokens });
@@ -79,7 +87,8 @@ beforeEach(async () => {
 });
 
 const url = (rel) => env.server.url + rel;
-const load = (model, opts = {}) => page.evaluate(([m, o]) => window.loadAndAsk(m, o), [url(model), opts]);
+// No warm-up: it compiles the pipelines, which these tests do not measure (an answer compiles them).
+const load = (model, opts = {}) => page.evaluate(([m, o]) => window.loadAndAsk(m, o), [url(model), { ...opts, options: { warmUp: false, ...opts.options } }]);
 const ask = (model, options) => load(model, { ask: true, image: url(imageFile), prompt, maxNewTokens, options });
 const entries = () => [...tiny.manifest.files, ...tiny.manifest.shards];
 /** GETs of the model's files (anything but manifest.json) since the last resetLog. */
@@ -109,6 +118,20 @@ test("a second load makes no weight requests", { timeout: 300_000 }, async () =>
   const second = await load(tiny.q4);
   assert.ok(second.ok, JSON.stringify(second.error));
   assert.deepEqual(weightGets(tiny.q4).map((r) => r.path), [], "the second load fetched weights");
+  assert.ok(second.phases.includes("verify") && !second.phases.includes("download"), `checking the cache is phase "verify": ${second.phases}`);
+  assertNoErrors(page);
+});
+
+test("a folder that is not there: the error says which URLs answered what, and nothing is left in the cache", { timeout: 300_000 }, async () => {
+  const missing = "target/browser/no-such-model/";
+  const r = await load(missing);
+  assert.equal(r.ok, false);
+  assert.ok(r.error.isError);
+  for (const file of ["manifest.json", "config.json"]) {
+    assert.ok(r.error.message.includes(`${url(missing)}${file} answered HTTP 404`), `the message names ${file}'s answer: ${r.error.message}`);
+  }
+  assert.deepEqual(await listing(), {}, "no cache entry is left");
+  assert.equal(await page.evaluate(() => window.cacheSize()), 0);
   assertNoErrors(page);
 });
 
@@ -200,5 +223,81 @@ test("in-browser quantization stores the shards `qwen3-vl quantize` makes and an
   assert.deepEqual(env.server.requests(tiny.dir).filter((r) => !r.path.endsWith("/manifest.json")).map((r) => r.path), [],
     "the next visit reads the quantized cache only");
   assert.deepEqual(cached.answer.ids, pre.answer.ids);
+  assertNoErrors(page);
+});
+
+/** A safetensors file's header: tensor name → [start, end) in the file. */
+function tensorRanges(bytes) {
+  const n = Number(bytes.readBigUInt64LE(0));
+  const header = JSON.parse(bytes.subarray(8, 8 + n).toString("utf8"));
+  return Object.fromEntries(Object.entries(header).filter(([k]) => k !== "__metadata__").map(([k, v]) => [k, [8 + n + v.data_offsets[0], 8 + n + v.data_offsets[1]]]));
+}
+
+test("in-browser quantization over a slow, lossy, redirecting network: the same shards, and an interrupted one resumes without reading finished tensors", { timeout: 600_000 }, async () => {
+  const pre = await ask(tiny.q4);
+  assert.ok(pre.ok, JSON.stringify(pre.error));
+  await page.evaluate(() => window.clearCache());
+  const source = "redirect/" + tiny.dir;
+  // The weights file, straight or through the redirect (not model.safetensors.index.json).
+  const weights = new RegExp(`^(/redirect)?/${tiny.dir}model\\.safetensors$`);
+  const ranged = () => env.server.requests(weights).filter((r) => r.method === "GET" && r.range);
+  env.server.setLatency(50);
+  try {
+    // The fourth range request is dropped: the quantization retries it and goes on.
+    env.server.resetLog();
+    env.server.dropRequest(`/${tiny.dir}model.safetensors`, { skip: 3, ranged: true });
+    const cut = await load(source, { options: { shardMiB }, abortAt: 0.5 });
+    assert.equal(cut.ok, false, "the aborted quantization must fail");
+    assert.equal(cut.error.name, "AbortError", JSON.stringify(cut.error));
+    const dropped = ranged().find((r) => r.dropped);
+    assert.ok(dropped, "a range request was dropped");
+    assert.ok(ranged().filter((r) => r.range === dropped.range).length >= 2, `the dropped range ${dropped.range} was asked again`);
+    const firstRun = env.server.bytesServed(weights);
+
+    const kept = await listing();
+    assert.equal(kept["manifest.json"], undefined, "an interrupted entry has no manifest.json");
+    assert.ok(kept["quantize.json"], "the quantization's progress is kept");
+    const committed = tiny.manifest.shards.filter((s) => kept[s.name]);
+    assert.ok(committed.length >= 1 && committed.length < tiny.manifest.shards.length, `some shards were committed: ${Object.keys(kept)}`);
+    for (const [i, s] of committed.entries()) {
+      assert.equal(s.name, tiny.manifest.shards[i].name, "the committed shards are the first ones");
+      assert.deepEqual(kept[s.name], { size: s.bytes, sha256: s.sha256 }, `${s.name} is committed as \`qwen3-vl quantize\` wrote it`);
+    }
+
+    env.server.resetLog();
+    const resumed = await ask(source, { shardMiB });
+    assert.ok(resumed.ok, JSON.stringify(resumed.error));
+    assertCacheHolds(await listing(), tiny.manifest);
+    assert.deepEqual(resumed.answer.ids, pre.answer.ids, "ids from the resumed quantization differ from pre-quantized shards'");
+    const redirects = env.server.requests(`/redirect/${tiny.dir}model.safetensors`).filter((r) => r.path.endsWith("/model.safetensors"));
+    assert.equal(redirects.length, 1, `the weights' redirect is followed once: ${JSON.stringify(redirects)}`);
+    assert.ok(ranged().length > 0 && ranged().every((r) => !r.path.startsWith("/redirect/")), "ranges go to the redirect's target");
+
+    // Bytes served on resume: the header (read as its length, then whole) and every tensor whose
+    // output reaches past the committed shards; never one that lies wholly inside them.
+    const resumedAt = committed.reduce((s, e) => s + e.bytes, 0);
+    const q4 = tensorRanges(Buffer.concat(tiny.manifest.shards.map((s) => readFileSync(join(repoRoot, tiny.q4, s.name)))));
+    const src = readFileSync(join(repoRoot, tiny.dir, "model.safetensors"));
+    const srcTensors = tensorRanges(src);
+    const finished = new Set(Object.keys(srcTensors).filter((name) => {
+      const outs = Object.entries(q4).filter(([k]) => k === name || k === `${name}.q4_data` || k === `${name}.q4_scales`);
+      return outs.length > 0 && outs.every(([, [, end]]) => end <= resumedAt);
+    }));
+    assert.ok(finished.size > 0, "the committed shards hold whole tensors");
+    const headerEnd = 8 + Number(src.readBigUInt64LE(0));
+    const allowed = 8 + headerEnd + Object.entries(srcTensors).filter(([k]) => !finished.has(k)).reduce((s, [, [a, b]]) => s + (b - a), 0);
+    const served = env.server.bytesServed(weights);
+    console.log(`model.safetensors: ${src.length} bytes; served ${firstRun} before the abort, ${served} to resume (at most ${allowed}); ${finished.size} tensors finished`);
+    assert.ok(served <= allowed, `the resume read ${served} bytes, more than the ${allowed} of unfinished tensors and the header`);
+    for (const r of ranged()) {
+      const [, a, b] = /bytes=(\d+)-(\d+)/.exec(r.range).map(Number);
+      for (const name of finished) {
+        const [s, e] = srcTensors[name];
+        assert.ok(b < s || a >= e, `${name} lies in a committed shard and was read again (${r.range})`);
+      }
+    }
+  } finally {
+    env.server.setLatency(0);
+  }
   assertNoErrors(page);
 });

@@ -5,7 +5,7 @@
 // service worker and answers from the weights cached in OPFS. Hooks: the top of www/app.js.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdirSync } from "node:fs";
+import { mkdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { assertNoErrors, openPage, repoRoot, serverAndBrowser } from "./harness.mjs";
 import { demoPage, packageEntry, tinyModel } from "./pieces.mjs";
@@ -65,6 +65,37 @@ test("camera: a frame of the fake camera is captured and answered", { timeout: 6
   await captureCamera(page);
   await ask(page, "What do you see?", "camera");
   await page.click("#camera-toggle");
+  assertNoErrors(page);
+});
+
+/** The tiny model's prompt ids as text (its byte-level BPE vocabulary plus added tokens). */
+function decode(ids) {
+  const tok = JSON.parse(readFileSync(join(repoRoot, tinyModel().dir, "tokenizer.json"), "utf8"));
+  const byId = new Map([...Object.entries(tok.model.vocab).map(([t, i]) => [i, t]), ...tok.added_tokens.map((a) => [a.id, a.content])]);
+  return ids.map((i) => byId.get(i) ?? `[${i}]`).join("").replaceAll("Ġ", " ").replaceAll("Ċ", "\n");
+}
+
+test("clip: the camera's last seconds go to the model as one video part and are answered", { timeout: 600_000 }, async () => {
+  assert.ok(page, "the demo did not load");
+  await page.click("#reset");
+  await page.selectOption("#camera-mode", "clip");
+  await page.fill("#clip-seconds", "2");
+  await page.fill("#clip-fps", "2");
+  await page.click("#camera-toggle");
+  await page.waitForFunction(() => window.qwenDemo.clipFrames() >= 4, null, { timeout: 120_000 });
+  await page.click("#capture");
+  const result = await ask(page, "What just happened?", "clip");
+  const config = JSON.parse(readFileSync(join(repoRoot, tinyModel().dir, "config.json"), "utf8"));
+  const count = (id) => result.promptIds.filter((x) => x === id).length;
+  assert.ok(count(config.video_token_id) > 0, "the prompt holds no video pads");
+  assert.equal(count(config.image_token_id), 0, "the clip went as images, not as a video");
+  const text = decode(result.promptIds);
+  const stamps = [...text.matchAll(/<(\d+\.\d) seconds><\|vision_start\|>(?:<\|video_pad\|>)+<\|vision_end\|>/g)].map((m) => Number(m[1]));
+  console.log(`clip prompt: ${stamps.length} frame pairs at ${JSON.stringify(stamps)} s`);
+  assert.equal(stamps.length, 2, `4 frames are 2 frame pairs, each with its time: ${text}`);
+  assert.ok(stamps[0] < stamps[1] && stamps[1] <= 2, `the times rise within the 2 s clip: ${stamps}`);
+  await page.click("#camera-toggle");
+  await page.selectOption("#camera-mode", "frame");
   assertNoErrors(page);
 });
 

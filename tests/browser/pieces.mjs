@@ -85,3 +85,33 @@ export function nativeGreedy(model, prompt, maxNewTokens, image = imageFile) {
   if (!line) throw new Error(`qwen3-vl run --json printed no JSON object:\n${out}`);
   return JSON.parse(line);
 }
+
+/**
+ * `npm pack` of pkg/ into target/browser/ (what a user installs): `{ tarball, files, size,
+ * unpackedSize }` from npm's JSON report. `install(dir)` unpacks it as dir/node_modules/qwen3-vl-webgpu.
+ */
+export function packedPackage() {
+  wasmGlue();
+  const out = join(repoRoot, "target/browser");
+  mkdirSync(out, { recursive: true });
+  const [report] = JSON.parse(execFileSync("npm", ["pack", "--json", "--pack-destination", out], { cwd: join(repoRoot, "pkg"), encoding: "utf8" }));
+  const tarball = join(out, report.filename);
+  return {
+    tarball,
+    files: report.files.map((f) => ({ path: f.path, size: f.size })),
+    size: report.size,
+    unpackedSize: report.unpackedSize,
+    install(dir) {
+      const to = join(dir, "node_modules/qwen3-vl-webgpu");
+      rmSync(to, { recursive: true, force: true });
+      mkdirSync(to, { recursive: true });
+      execFileSync("tar", ["xzf", tarball, "-C", to, "--strip-components=1"]);
+      return to;
+    },
+  };
+}
+
+/** The browser tests' own npm tools (tests/browser/package.json, installed by tests/setup.sh). */
+export function testTool(name) {
+  return need(`tests/browser/node_modules/${name}`, "run `bash tests/setup.sh` (npm ci in tests/browser)");
+}

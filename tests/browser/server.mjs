@@ -1,7 +1,9 @@
 // Static HTTP server for the browser tests and for people trying the demo: serves the repo root on
 // 127.0.0.1 (a secure context, so OPFS and service workers work) with single-range requests.
 // For the tests it keeps a request log, can go offline and back on the same port (same origin, so
-// OPFS and the service worker survive), and can cut one response for a path after N bytes.
+// OPFS and the service worker survive), can cut one response for a path after N bytes or drop
+// one request unanswered, can delay every answer (a far server), and redirects /redirect/PATH to
+// /PATH (as the Hugging Face hub redirects every file to its CDN).
 //
 //   node tests/browser/server.mjs [--port 8080] [--root DIR]   → the demo at http://127.0.0.1:8080/www/
 import { createServer } from "node:http";
@@ -43,7 +45,12 @@ const drainOrClose = (res) => new Promise((ok) => {
  *   log            [{ method, path, range, status, bytes }] in arrival order (`bytes` = body bytes sent)
  *   resetLog()     empties the log
  *   requests(re)   log entries whose path matches the RegExp / substring
+ *   bytesServed(re)  body bytes sent for those entries
  *   cutAfter(path, n)  the next GET of `path` sends n body bytes, then the connection is destroyed
+ *   dropRequest(path, { skip, ranged })  a later GET whose path contains `path` (after `skip`
+ *                  such GETs; with `ranged`, only range requests count) is answered by closing
+ *                  the connection
+ *   setLatency(ms) every request waits `ms` before its answer
  *   offline() / online()  stop listening (dropping open connections) / listen again on the same port
  *   close()        stop for good
  */
@@ -51,16 +58,27 @@ export async function startServer({ root = repoRoot, port = 0, host = "127.0.0.1
   root = resolve(root);
   const log = [];
   const cuts = new Map();
+  const drops = [];
+  let latency = 0;
 
   async function handle(req, res) {
     const path = decodeURIComponent(new URL(req.url, "http://x").pathname);
     const entry = { method: req.method, path, range: req.headers.range ?? null, status: 0, bytes: 0 };
     log.push(entry);
+    if (latency) await new Promise((ok) => setTimeout(ok, latency));
     const send = (status, headers, body) => {
       entry.status = status;
       res.writeHead(status, headers);
       res.end(body);
     };
+    const drop = drops.findIndex((d) => d.method === req.method && path.includes(d.path) && (!d.ranged || entry.range) && --d.skip < 0);
+    if (drop >= 0) {
+      drops.splice(drop, 1);
+      entry.dropped = true;
+      res.socket?.destroy();
+      return;
+    }
+    if (path.startsWith("/redirect/")) return send(302, { Location: path.slice("/redirect".length), "Cache-Control": "no-store" });
     if (req.method !== "GET" && req.method !== "HEAD") return send(405, { Allow: "GET, HEAD" });
     if (path === "/favicon.ico") return send(204, {});
     let file = resolve(root, "." + path);
@@ -141,7 +159,10 @@ export async function startServer({ root = repoRoot, port = 0, host = "127.0.0.1
     log,
     resetLog: () => { log.length = 0; },
     requests: (re) => log.filter((e) => (typeof re === "string" ? e.path.includes(re) : re.test(e.path))),
+    bytesServed(re) { return this.requests(re).reduce((s, e) => s + e.bytes, 0); },
     cutAfter: (path, n) => { cuts.set(path, n); },
+    dropRequest: (path, { skip = 0, ranged = false } = {}) => { drops.push({ method: "GET", path, skip, ranged }); },
+    setLatency: (ms) => { latency = ms; },
     offline: () => new Promise((ok) => {
       if (!server.listening) return ok();
       server.close(() => ok());

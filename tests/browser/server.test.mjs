@@ -62,3 +62,25 @@ test("offline refuses connections on the port; online serves on the same port ag
   assert.equal(server.port, port);
   assert.equal((await get(file)).status, 200);
 });
+
+test("dropRequest closes one matching request unanswered; latency delays answers; /redirect/ redirects", async () => {
+  server.resetLog();
+  server.dropRequest("server.mjs", { skip: 1, ranged: true });
+  assert.equal((await get(file)).status, 200, "a request without Range does not count");
+  assert.equal((await get(file, { Range: "bytes=0-9" })).status, 206, "the first ranged request is skipped");
+  await assert.rejects(get(file, { Range: "bytes=0-9" }), TypeError, "the next one is dropped");
+  assert.equal((await get(file, { Range: "bytes=0-9" })).status, 206, "and only that one");
+  assert.deepEqual(server.log.map((e) => e.dropped ?? false), [false, false, true, false]);
+  assert.equal(server.bytesServed("server.mjs"), body.length + 20);
+
+  server.setLatency(120);
+  const t0 = Date.now();
+  await (await get(file)).arrayBuffer();
+  assert.ok(Date.now() - t0 >= 110, "the answer came after the latency");
+  server.setLatency(0);
+
+  const r = await fetch(server.url + "redirect/" + file, { redirect: "manual" });
+  assert.equal(r.status, 302);
+  assert.equal(r.headers.get("location"), "/" + file);
+  assert.equal((await get("redirect/" + file)).url, server.url + file, "fetch follows it");
+});

@@ -46,3 +46,44 @@ fn matrices_split_under_the_binding_limit() {
         }
     }
 }
+
+/// A part larger than one upload block is written block by block (UPLOAD_CHUNK bytes of rows
+/// each): data and scales read back equal to the whole matrix's encoding.
+#[test]
+fn matrices_upload_in_blocks() {
+    let mut rng = Rng::new(5);
+    let k = 4096;
+    let n = qwen3_vl_webgpu::gpu::UPLOAD_CHUNK / (4 * Format::Q4.row_words(k)) + 37;
+    let w = rng.vec(n * k, 1.0);
+    let (data, scales) = encode(&w, k, Format::Q4);
+    for gpu in gpus() {
+        let m = Matrix::upload(gpu, &w, n, k, Format::Q4, None).unwrap();
+        assert_eq!(m.parts.len(), 1);
+        assert_eq!(gpu.read_u32_blocking(&m.parts[0].data).unwrap(), data);
+        assert_eq!(gpu.read_u32_blocking(m.parts[0].scales.as_ref().unwrap()).unwrap(), scales);
+    }
+}
+
+/// Gate/up pairs: rows interleaved (a₀, b₀, a₁, …), data and scales alike, and parts cut
+/// between pairs even when the limit allows an odd number of rows.
+#[test]
+fn pairs_interleave_and_split_between_pairs() {
+    let mut rng = Rng::new(5);
+    let (n, k) = (19, 70);
+    let (a, b) = (rng.vec(n * k, 1.0), rng.vec(n * k, 1.0));
+    let gpu = gpus()[1];
+    for format in [Format::F32, Format::F16, Format::Q4] {
+        let row_bytes = 4 * format.row_words(k) as u64;
+        let m = Matrix::upload_pairs(gpu, &a, &b, n, k, format, Some(row_bytes * 5)).unwrap();
+        assert_eq!(m.n, 2 * n);
+        assert!(m.parts.iter().all(|p| p.rows.start % 2 == 0 && p.rows.len() == 4.min(2 * n - p.rows.start)), "{:?}", m.parts.iter().map(|p| p.rows.clone()).collect::<Vec<_>>());
+        let ((da, sa), (db, sb)) = (encode(&a, k, format), encode(&b, k, format));
+        let data: Vec<u32> = m.parts.iter().flat_map(|p| gpu.read_u32_blocking(&p.data).unwrap()).collect();
+        assert_eq!(data, interleave_rows(&da, &db, format.row_words(k)));
+        if format == Format::Q4 {
+            let scales: Vec<u32> = m.parts.iter().flat_map(|p| gpu.read_u32_blocking(p.scales.as_ref().unwrap()).unwrap()).collect();
+            assert_eq!(scales, interleave_rows(&sa, &sb, format.scale_words(k)));
+        }
+    }
+    assert_eq!(interleave_rows(&[1, 2, 3, 4], &[5, 6, 7, 8], 2), [1, 2, 5, 6, 3, 4, 7, 8]);
+}

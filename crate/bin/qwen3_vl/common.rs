@@ -40,7 +40,7 @@ pub fn gpu() -> Result<Gpu> {
 /// The model folder and the model on the GPU, with a progress bar of the bytes read (the
 /// loader quantizes and uploads each tensor as it reads it).
 pub fn load(dir: &Path, weights: Weights, gpu: &Gpu) -> Result<(ModelFolder, Qwen3VL)> {
-    let bar = progress::bytes(0, "load (read, quantize, upload)");
+    let bar = progress::bytes(0, "read+quantize+upload");
     let folder = ModelFolder::load(progress::counted(open_in(dir), &bar)).map_err(|e| e.to_string())?;
     let model = Qwen3VL::load(gpu, &folder, weights.into()).map_err(|e| e.to_string())?;
     bar.finish_and_clear();

@@ -21,17 +21,6 @@ use crate::progress;
 /// The model `run` and `serve` use when `--model` is not given.
 pub const DEFAULT_MODEL: &str = "Qwen/Qwen3-VL-2B-Instruct";
 
-/// The small files the runtime (or `quantize`, which copies them) reads when the repository has them.
-const CONFIGS: [&str; 7] = [
-    "config.json",
-    "generation_config.json",
-    "preprocessor_config.json",
-    "video_preprocessor_config.json",
-    "tokenizer.json",
-    "chat_template.json",
-    "chat_template.jinja",
-];
-
 /// `owner/name` or `owner/name@revision`, as `huggingface_hub` spells repository ids.
 pub fn parse_id(spec: &str) -> Option<(&str, &str)> {
     let (id, revision) = spec.split_once('@').unwrap_or((spec, "main"));
@@ -144,7 +133,8 @@ fn download(env: &Env, id: &str, revision: &str, repo_dir: &Path) -> std::result
     if !listed.contains("config.json") {
         return Err(Failure::Other(format!("{id}@{revision} has no config.json: not a model repository")));
     }
-    for name in CONFIGS.iter().filter(|n| listed.contains(**n)) {
+    // The small files: the ones `quantize` copies are the ones the runtime reads.
+    for name in quantized::COPIED.iter().filter(|n| listed.contains(**n)) {
         get(name)?;
     }
     let weights: Vec<String> = if listed.contains(quantized::MANIFEST) {

@@ -21,7 +21,7 @@ pub fn bytes(len: u64, message: impl Into<String>) -> ProgressBar {
         _ => ProgressDrawTarget::stderr(),
     };
     let bar = ProgressBar::with_draw_target(Some(len), target);
-    let style = ProgressStyle::with_template("{msg:24!} [{bar:30}] {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} ETA {eta}")
+    let style = ProgressStyle::with_template("{msg:20!} [{wide_bar}] {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} ETA {eta}")
         .expect("a valid template")
         .progress_chars("=> ");
     bar.set_style(style);

@@ -7,7 +7,9 @@ use std::time::Instant;
 
 use qwen3_vl_webgpu::model::{ModelError, ModelFolder};
 use qwen3_vl_webgpu::runtime::request::{ChatOptions, Image, Request, Video};
-use qwen3_vl_webgpu::runtime::{generate, Content, Message, RgbImage, Session, TextStream};
+use qwen3_vl_webgpu::runtime::preprocess::HOST_BUDGET;
+use qwen3_vl_webgpu::runtime::video::check_fps;
+use qwen3_vl_webgpu::runtime::{generate, Content, Message, Session, TextStream, VideoProcessor};
 
 use crate::common::{self, decode_file, Result, Weights};
 use crate::hub;
@@ -71,16 +73,30 @@ pub struct Args {
     json: bool,
 }
 
-/// A folder of frames (PNG/JPEG, in file-name order) at `fps` frames per second.
-fn video(dir: &Path, fps: f64) -> Result<Video> {
+/// A folder of frames (PNG/JPEG, in file-name order) at `fps` frames per second. Only the
+/// frames the processor samples are decoded, and together they must fit the host budget: a
+/// folder of any length costs the memory of the frames used.
+fn video(dir: &Path, fps: f64, p: &VideoProcessor) -> Result<Video> {
+    let fps = check_fps("--fps", fps).map_err(|e| e.to_string())?;
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| format!("{}: {e}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| matches!(x.to_ascii_lowercase().to_str(), Some("png" | "jpg" | "jpeg"))))
         .collect();
     files.sort();
-    let frames: Vec<RgbImage> = files.iter().map(|f| decode_file(f)).collect::<Result<_>>()?;
-    Ok(Video::Clip { frames, fps })
+    let picked = p.sample_frames(files.len(), Some(fps));
+    let mut bytes = 0usize;
+    let mut frames = Vec::with_capacity(picked.len());
+    for &i in &picked {
+        let frame = decode_file(&files[i])?;
+        bytes += frame.data.len();
+        if bytes > HOST_BUDGET {
+            return Err(format!("{}: the {} sampled frames take more than {HOST_BUDGET} bytes", dir.display(), picked.len()));
+        }
+        frames.push(frame);
+    }
+    // The times the processor gives a clip's samples (`calculate_timestamps`).
+    Ok(Video::Frames { frames, timestamps: picked.iter().map(|&i| i as f64 / fps).collect() })
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -88,7 +104,7 @@ pub fn run(args: Args) -> Result<()> {
     let proc = common::processor(&dir)?;
     let images: Vec<Image> = args.image.iter().map(|f| decode_file(f).map(Image::from)).collect::<Result<_>>()?;
     let videos = match (&args.video, args.fps) {
-        (Some(v), Some(fps)) => vec![video(v, fps)?],
+        (Some(v), Some(fps)) => vec![video(v, fps, &proc.video_processor)?],
         _ => Vec::new(),
     };
     let mut content: Vec<Content> = images.iter().map(|_| Content::Image).collect();
