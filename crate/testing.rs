@@ -1,9 +1,20 @@
 //! Deterministic random numbers (the tests' data, the benchmarks' weights, and the seeded
 //! sampler of `runtime::generate`: same seed, same tokens), the tolerance checks of the tests,
-//! and test data the native kernel tests and the in-browser selftest share.
+//! test data the native kernel tests and the in-browser selftest share, and the benchmarks'
+//! CPU clock.
 
 use crate::gpu::{DType, Encoder, Gpu, GpuError};
 use crate::kernels::attention::{kv_append, KvCache};
+
+/// CPU seconds this process has used (user + system, all threads: a software adapter's work
+/// too), from /proc/self/stat in its fixed 100 Hz ticks; `None` where there is no such file.
+/// The benchmarks' clock on a machine shared with other work, where wall time is noise.
+pub fn cpu_secs() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name: utime and stime are the 12th and 13th.
+    let fields: Vec<&str> = stat.rsplit(')').next()?.split_whitespace().collect();
+    Some((fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?) / 100.0)
+}
 
 /// SplitMix64: tiny, seedable, identical on every platform.
 pub struct Rng(u64);

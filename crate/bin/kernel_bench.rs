@@ -15,7 +15,7 @@ use qwen3_vl_webgpu::kernels::quant::{encode, Format, Matrix};
 use qwen3_vl_webgpu::kernels::sample::{argmax, sample_step, seen_words, SampleParams};
 use qwen3_vl_webgpu::kernels::step::StepValues;
 use qwen3_vl_webgpu::kernels::{copy, matmul, norm};
-use qwen3_vl_webgpu::testing::Rng;
+use qwen3_vl_webgpu::testing::{cpu_secs, Rng};
 
 struct Row {
     kernel: String,
@@ -47,15 +47,6 @@ fn time(gpu: &Gpu, (reps, clock): (u32, Clock), iters: u32, work: &dyn Fn(&mut E
     let mut times: Vec<f64> = (0..reps.max(1)).map(|_| batch(gpu, clock, iters, work)).collect();
     times.sort_by(f64::total_cmp);
     times[times.len() / 2]
-}
-
-/// CPU seconds this process has used (user + system, all threads), from /proc/self/stat in
-/// its fixed 100 Hz ticks; `None` where there is no such file.
-fn cpu_secs() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // Fields after the parenthesised command name: utime and stime are the 12th and 13th.
-    let fields: Vec<&str> = stat.rsplit(')').next()?.split_whitespace().collect();
-    Some((fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?) / 100.0)
 }
 
 fn batch(gpu: &Gpu, clock: Clock, iters: u32, work: &dyn Fn(&mut Encoder)) -> f64 {

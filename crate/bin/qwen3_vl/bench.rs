@@ -6,15 +6,16 @@ use std::time::Instant;
 use qwen3_vl_webgpu::gpu::{Backend, Counts, Encoder, Gpu, Profile, Profiler};
 use qwen3_vl_webgpu::kernels::quant::Format;
 use qwen3_vl_webgpu::model::{synthetic, ModelFolder, Qwen3VL};
-use qwen3_vl_webgpu::runtime::{generate, get_rope_index, GenerateOptions, ImageProcessor, RgbImage, Sampling, Session};
-use qwen3_vl_webgpu::testing::Rng;
+use qwen3_vl_webgpu::runtime::{generate, get_rope_index, request, GenerateOptions, ImageProcessor, RgbImage, Sampling, Session, VisionInput};
+use qwen3_vl_webgpu::testing::{cpu_secs, Rng};
 
 use crate::common::{Result, Weights};
 use crate::hub;
 
 /// Load time, ViT time for one 640×480 frame, prefill and decode tokens/s, what a decode
 /// token asks of the device (dispatches, buffers and bind groups created, submits, waits,
-/// host time), time to first token, GPU memory; with `--profile` GPU time per kernel family.
+/// host time), time to first token, GPU memory; with `--profile` GPU time per kernel family;
+/// with --images, time to first token and peak GPU memory per photo size.
 #[derive(clap::Args)]
 #[command(group = clap::ArgGroup::new("what").required(true).args(["model", "synthetic"]))]
 pub struct Args {
@@ -22,8 +23,9 @@ pub struct Args {
     /// Model folder or Hugging Face id (owner/name[@revision]).
     #[arg(long, value_name = "DIR|ID")]
     model: Option<String>,
-    /// Random weights of the real shapes (2b or 4b) through the ordinary loader: no download.
-    #[arg(long, value_name = "2b|4b")]
+    /// Random weights of the real shapes (2b or 4b; tiny: a quick check) through the ordinary
+    /// loader: no download.
+    #[arg(long, value_name = "2b|4b|tiny")]
     synthetic: Option<String>,
     /// How the large matrices are stored on the GPU.
     #[arg(long, value_enum, default_value_t)]
@@ -39,6 +41,17 @@ pub struct Args {
     /// busy host's noise).
     #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
     tokens: u16,
+    /// Photos of these sizes (WxH, comma-separated), each resized within --max-pixels as `run`
+    /// resizes it: time to first token and peak GPU memory.
+    #[arg(long, value_name = "WxH,…", value_delimiter = ',', value_parser = photo_size)]
+    images: Vec<(usize, usize)>,
+    /// The image budget of --images (default: run's, 786432).
+    #[arg(long, value_name = "N", default_value_t = request::DEFAULT_MAX_PIXELS)]
+    max_pixels: usize,
+}
+
+fn photo_size(s: &str) -> Result<(usize, usize)> {
+    s.split_once('x').and_then(|(w, h)| Some((w.parse().ok()?, h.parse().ok()?))).ok_or_else(|| format!("not WxH: {s}"))
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -186,21 +199,42 @@ pub fn run(args: Args) -> Result<()> {
         profile_rows("ViT, one 640×480 frame", pollster::block_on(p.read(gpu)).map_err(err)?, &mut rows);
     }
     drop(session);
-    // Time to first token for one frame and 32 text tokens, through the session as `run` does.
-    let mut ids: Vec<u32> = (0..16).map(|_| rng.below(text_ids) as u32).collect();
-    ids.push(c.vision_start_token_id);
-    ids.extend(std::iter::repeat_n(c.image_token_id, image.num_tokens(c.vision_config.spatial_merge_size)));
-    ids.push(c.vision_end_token_id);
-    ids.extend((0..16).map(|_| rng.below(text_ids) as u32));
-    let rope = get_rope_index(&ids, c.image_token_id, c.video_token_id, &[image.grid_thw], &[], c.vision_config.spatial_merge_size).map_err(err)?;
-    let mut session = Session::new(gpu, &model, ids.len() + 1).map_err(err)?;
-    let (_, ttft) = timed(gpu, || {
-        let logits = session.prefill(&ids, &rope.position_ids, rope.rope_delta, std::slice::from_ref(&image), &[], false).map_err(err)?;
-        pollster::block_on(session.choose(&logits, &Sampling::Greedy, 0.0)).map_err(err)
-    })?;
-    rows.push((format!("time to first token, one frame + 32 text tokens ({} tokens)", ids.len()), format!("{ttft:.2} s")));
-    rows.push(("GPU memory: weights".into(), format!("{:.0} MiB", weights as f64 / (1 << 20) as f64)));
-    rows.push(("GPU memory: peak (weights, KV cache for 4K, activations)".into(), format!("{:.0} MiB", gpu.memory.peak() as f64 / (1 << 20) as f64)));
+    // Time to first token for one image and 32 text tokens, through the session as `run` does
+    // (a fresh cache each time), with the GPU memory it peaks at.
+    let mib = |bytes: u64| format!("{:.0} MiB", bytes as f64 / (1 << 20) as f64);
+    let mut first_token = |image: &VisionInput| -> Result<(usize, f64, f64, u64)> {
+        let mut ids: Vec<u32> = (0..16).map(|_| rng.below(text_ids) as u32).collect();
+        ids.push(c.vision_start_token_id);
+        ids.extend(std::iter::repeat_n(c.image_token_id, image.num_tokens(c.vision_config.spatial_merge_size)));
+        ids.push(c.vision_end_token_id);
+        ids.extend((0..16).map(|_| rng.below(text_ids) as u32));
+        let rope = get_rope_index(&ids, c.image_token_id, c.video_token_id, &[image.grid_thw], &[], c.vision_config.spatial_merge_size).map_err(err)?;
+        gpu.memory.reset_peak();
+        let mut session = Session::new(gpu, &model, ids.len() + 1).map_err(err)?;
+        let cpu = cpu_secs().unwrap_or(f64::NAN);
+        let (_, ttft) = timed(gpu, || {
+            let logits = session.prefill(&ids, &rope.position_ids, rope.rope_delta, std::slice::from_ref(image), &[], false).map_err(err)?;
+            pollster::block_on(session.choose(&logits, &Sampling::Greedy, 0.0)).map_err(err)
+        })?;
+        Ok((ids.len(), ttft, cpu_secs().unwrap_or(f64::NAN) - cpu, gpu.memory.peak()))
+    };
+    let peak = gpu.memory.peak();
+    let (n, ttft, _, _) = first_token(&image)?;
+    rows.push((format!("time to first token, one frame + 32 text tokens ({n} tokens)"), format!("{ttft:.2} s")));
+    rows.push(("GPU memory: weights".into(), mib(weights)));
+    rows.push(("GPU memory: peak (weights, KV cache for 4K, activations)".into(), mib(peak.max(gpu.memory.peak()))));
+    let processor = ImageProcessor::default().with_budget(args.max_pixels).map_err(err)?;
+    for &(w, h) in &args.images {
+        let photo = RgbImage::new(w, h, (0..w * h * 3).map(|i| (i * 7 % 251) as u8).collect()).map_err(err)?;
+        let (image, resize_s) = timed(gpu, || processor.preprocess(&photo).map_err(err))?;
+        let [_, gh, gw] = image.grid_thw;
+        let (n, ttft, cpu, peak) = first_token(&image)?;
+        // Process CPU seconds beside the wall time: on a shared machine only they repeat.
+        rows.push((
+            format!("time to first token, a {w}×{h} photo at {} pixels ({}×{}, {n} tokens; resize {resize_s:.1} s)", args.max_pixels, gw * 16, gh * 16),
+            format!("{ttft:.2} s ({cpu:.0} CPU s), peak {}", mib(peak)),
+        ));
+    }
 
     let caps = &gpu.caps;
     println!("{what}, weights {format:?}, on {} ({}), profile {:?}\n", caps.adapter, caps.backend, caps.profile);
