@@ -8,6 +8,8 @@
 // Softmax: f32, online (running max m, running sum l); q is pre-scaled by D^-0.5·log2(e) so
 // the exponentials are exp2. Keys outside a row's range get weight exactly 0.
 
+#include "common/step.wgsl"
+
 const D8: u32 = D / 8u;
 // "No key yet": finite, so exp2(NEG - m) is 0 rather than NaN.
 const NEG: f32 = -1.0e30;
@@ -27,14 +29,14 @@ struct Params {
     capacity: u32,
     // ViT: segments (cu_seqlens holds segments + 1 offsets).
     segments: u32,
-    // Decode: keys per split, splits per row, and the vec4 index where the per-split
-    // (max, sum) pairs start in the partials.
-    split_len: u32,
-    splits: u32,
+    // Decode: the vec4 index where the per-split (max, sum) pairs start in the partials
+    // (its split length and count are the step buffer's).
     ml_offset: u32,
     // D^-0.5 · log2(e).
     scale: f32,
-    _pad: u32,
+    _p0: u32,
+    _p1: u32,
+    _p2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -51,9 +53,21 @@ struct Params {
 @group(0) @binding(4) var<storage, read_write> out: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> cu_seqlens: array<u32>;   // ViT
 @group(0) @binding(3) var<storage, read_write> vit_out: array<vec4<f32>>;
-@group(0) @binding(4) var<storage, read_write> partial: array<vec4<f32>>; // decode → combine
-@group(0) @binding(1) var<storage, read> partial_in: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read_write> combined: array<vec4<f32>>;
+#if DECODE
+// Decode: 1 q, 2 K, 3 V, 4 partials, 5 the step buffer; FUSED with its combine, 6 the output
+// and 7 per (row block, kv head) the count of splits finished.
+@group(0) @binding(4) var<storage, read_write> partial: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read> now: Step;
+#if FUSED
+@group(0) @binding(6) var<storage, read_write> dout: array<vec4<f32>>;
+@group(0) @binding(7) var<storage, read_write> done: array<atomic<u32>>;
+#endif
+#endif
+#if COMBINE
+@group(0) @binding(1) var<storage, read> partial: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> now: Step;
+@group(0) @binding(3) var<storage, read_write> dout: array<vec4<f32>>;
+#endif
 @group(0) @binding(1) var<storage, read> k_new: array<vec2<f32>>;  // append
 @group(0) @binding(2) var<storage, read> v_new: array<vec2<f32>>;
 #if KV_F32
@@ -348,7 +362,9 @@ fn prefill(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wg: v
 // components of its vec4s) for every row, then accumulates output chunk t % D8 of every row
 // over the tile's keys ≡ t / D8 (mod DKL). All threads share each row's running max, so the
 // DKL key lanes' partial outputs add up without rescaling. Writes, per row and split, the
-// unnormalised output and (max, sum); the combine pass merges the splits.
+// unnormalised output and (max, sum); the combine pass merges the splits, or with FUSED the
+// last workgroup of each (row block, kv head) to finish does. The position and the splits
+// come from the step buffer, the workgroup counts too (an indirect dispatch).
 
 const DWG: u32 = 64u;
 const DK: u32 = 4u * DWG;
@@ -361,14 +377,15 @@ var<workgroup> dq: array<vec4<f32>, RB * D / 4u>;   // [row][chunk][2]
 var<workgroup> dp: array<vec4<f32>, DK * RB4>;      // probabilities [key][row / 4]
 var<workgroup> dmx: array<f32, RB * DWG>;           // per-thread max [row][thread]
 var<workgroup> dmx2: array<f32, RB * 8u>;
+var<workgroup> dlast: u32;
 
 @compute @workgroup_size(DWG)
-fn decode(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wg: vec3<u32>) {
+fn decode(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let split = wg.x;
     let kvh = wg.z;
     let g0 = wg.y * RB;
-    let start = split * p.split_len;
-    let end = min(start + p.split_len, p.past + p.n / p.ratio);
+    let start = split * now.split_len;
+    let end = min(start + now.split_len, now.past + p.n / p.ratio);
 
     for (var k = t; k < RB * D / 4u; k += DWG) {
         let g = min(g0 + k / (D / 4u), p.n - 1u);
@@ -381,7 +398,7 @@ fn decode(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wg: ve
     var l: array<f32, RB>;
     var acc: array<vec4<f32>, 2u * RB>;
     for (var r = 0u; r < RB; r++) {
-        hi[r] = min(end, p.past + min(g0 + r, p.n - 1u) / p.ratio + 1u);
+        hi[r] = min(end, now.past + min(g0 + r, p.n - 1u) / p.ratio + 1u);
         m[r] = NEG;
     }
     workgroupBarrier();
@@ -468,7 +485,7 @@ fn decode(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wg: ve
                 b += dp[2u * (k * D8 + t) + 1u];
                 l_sum += dmx[k * D8];
             }
-            let slot = ((g / p.ratio) * p.q_heads + kvh * p.ratio + g % p.ratio) * p.splits + split;
+            let slot = out_row(g, kvh) * now.splits + split;
             partial[slot * (D / 4u) + 2u * t] = a;
             partial[slot * (D / 4u) + 2u * t + 1u] = b;
             if (t == 0u) {
@@ -477,6 +494,32 @@ fn decode(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wg: ve
         }
         workgroupBarrier();
     }
+#if FUSED
+    // Release this workgroup's partials, count it, and let the last one to finish acquire
+    // everyone's and combine. storageBarrier() is a device-scope fence in naga's output (the
+    // caller checks Caps::device_fence); the count is reset for the next layer.
+    storageBarrier();
+    let counter = wg.z * nwg.y + wg.y;
+    if (t == 0u) {
+        dlast = u32(atomicAdd(&done[counter], 1u) == now.splits - 1u);
+    }
+    if (workgroupUniformLoad(&dlast) == 1u) {
+        storageBarrier();
+        for (var r = 0u; r < RB; r++) {
+            if (g0 + r < p.n) {
+                combine_row(out_row(g0 + r, kvh), t);
+            }
+        }
+        if (t == 0u) {
+            atomicStore(&done[counter], 0u);
+        }
+    }
+#endif
+}
+
+// The output row (position × q head) of row g of kv head kvh's block rows.
+fn out_row(g: u32, kvh: u32) -> u32 {
+    return (g / p.ratio) * p.q_heads + kvh * p.ratio + g % p.ratio;
 }
 #endif
 
@@ -485,24 +528,32 @@ fn decode(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wg: ve
 
 const CWG: u32 = 64u;
 
-@compute @workgroup_size(CWG)
-fn combine(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wg: vec3<u32>) {
-    let row = wg.x;
-    let first = row * p.splits;
+#if MERGE
+// Output row `row` from its splits' partials, by the CWG threads t of one workgroup.
+fn combine_row(row: u32, t: u32) {
+    let first = row * now.splits;
     var mx = NEG;
-    for (var s = 0u; s < p.splits; s++) {
-        mx = max(mx, partial_in[p.ml_offset + first + s].x);
+    for (var s = 0u; s < now.splits; s++) {
+        mx = max(mx, partial[p.ml_offset + first + s].x);
     }
     var total = 0.0;
-    for (var s = 0u; s < p.splits; s++) {
-        let ml = partial_in[p.ml_offset + first + s];
+    for (var s = 0u; s < now.splits; s++) {
+        let ml = partial[p.ml_offset + first + s];
         total += exp2(ml.x - mx) * ml.y;
     }
     for (var k = t; k < D / 4u; k += CWG) {
         var o = vec4<f32>(0.0);
-        for (var s = 0u; s < p.splits; s++) {
-            o += exp2(partial_in[p.ml_offset + first + s].x - mx) * partial_in[(first + s) * (D / 4u) + k];
+        for (var s = 0u; s < now.splits; s++) {
+            o += exp2(partial[p.ml_offset + first + s].x - mx) * partial[(first + s) * (D / 4u) + k];
         }
-        combined[row * (D / 4u) + k] = o / total;
+        dout[row * (D / 4u) + k] = o / total;
     }
 }
+#endif
+
+#if COMBINE
+@compute @workgroup_size(CWG)
+fn combine(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wg: vec3<u32>) {
+    combine_row(wg.x, t);
+}
+#endif

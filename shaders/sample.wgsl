@@ -1,5 +1,5 @@
 // Token selection from one row of logits by a single workgroup of WG invocations, writing only
-// the chosen token id to out[0].
+// the chosen token id to out[0] (sample also appends it to the history: see below).
 //   argmax: greedy, ties to the lowest index (torch.argmax).
 //   sample: penalties (in place on the row) → temperature → top-k → top-p → inverse CDF with u.
 // A token is kept iff the order-preserving u32 key of its penalised logit reaches a cutoff
@@ -11,20 +11,16 @@
 //   passes each for top-k and top-p), and a scan of per-invocation tiles finds the draw.
 // Every sum runs in a fixed order, so the same inputs and u always give the same token.
 
+// sample takes its settings, the draw u and the history length from the step buffer `now`
+// (history[presence_from..hist_len] also gets the presence penalty) and writes the chosen
+// token at history[hist_len] too.
+
 #include "common/reduce.wgsl"
+#include "common/step.wgsl"
 
 struct Params {
     vocab: u32,
     row: u32,
-    hist_len: u32,
-    // history[presence_from..hist_len] also gets the presence penalty.
-    presence_from: u32,
-    temperature: f32,
-    top_k: u32,
-    top_p: f32,
-    repetition_penalty: f32,
-    presence_penalty: f32,
-    u: f32,
     _pad0: u32,
     _pad1: u32,
 }
@@ -32,9 +28,10 @@ struct Params {
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read_write> logits: array<f32>;
 @group(0) @binding(2) var<storage, read_write> out: array<u32>;
-@group(0) @binding(3) var<storage, read> history: array<u32>;
+@group(0) @binding(3) var<storage, read_write> history: array<u32>;
 // Two bits per token (in history; in the presence part), rebuilt by every call.
 @group(0) @binding(4) var<storage, read_write> seen: array<atomic<u32>>;
+@group(0) @binding(5) var<storage, read> now: Step;
 
 // Below every finite logit (a const may not be infinite).
 const LOWEST: f32 = -0x1.fffffep+127f;
@@ -113,6 +110,14 @@ fn argmax(lane: Lane) {
     }
 }
 
+// The sampled token: out[0], and the history's next entry for the penalties of later steps.
+fn emit(tok: u32) {
+    out[0] = tok;
+    if (now.hist_len < arrayLength(&history)) {
+        history[now.hist_len] = tok;
+    }
+}
+
 // Repetition penalty (transformers) for every distinct token of history[..hist_len], then
 // presence penalty (vLLM) for those of history[presence_from..]. The seen bits make each token
 // claimed by exactly one invocation however often it repeats.
@@ -122,23 +127,23 @@ fn penalize(base: u32, lane: Lane) {
         atomicStore(&seen[w], 0u);
     }
     storageBarrier();
-    for (var j = lane.idx; j < p.hist_len; j += WG) {
+    for (var j = lane.idx; j < now.hist_len; j += WG) {
         let t = history[j];
         if (t < n) {
-            atomicOr(&seen[t / 16u], select(1u, 3u, j >= p.presence_from) << (2u * (t % 16u)));
+            atomicOr(&seen[t / 16u], select(1u, 3u, j >= now.presence_from) << (2u * (t % 16u)));
         }
     }
     storageBarrier();
-    for (var j = lane.idx; j < p.hist_len; j += WG) {
+    for (var j = lane.idx; j < now.hist_len; j += WG) {
         let t = history[j];
         if (t < n) {
             let sh = 2u * (t % 16u);
             let was = (atomicAnd(&seen[t / 16u], ~(3u << sh)) >> sh) & 3u;
             if (was != 0u) {
                 var v = logits[base + t];
-                v = select(v / p.repetition_penalty, v * p.repetition_penalty, v < 0.0);
+                v = select(v / now.repetition_penalty, v * now.repetition_penalty, v < 0.0);
                 if (was == 3u) {
-                    v -= p.presence_penalty;
+                    v -= now.presence_penalty;
                 }
                 logits[base + t] = v;
             }
@@ -324,7 +329,7 @@ fn sort_candidates(n: u32, lane: Lane) {
 // The mass of candidate slot s if top-k keeps it (fewer than k strictly larger, so ties with
 // the k-th value stay), else 0.
 fn cand_mass(s: u32, n: u32, k_on: bool, l_max: f32, inv_t: f32) -> f32 {
-    let kept = s < n && (!k_on || n_greater(s, n) < p.top_k);
+    let kept = s < n && (!k_on || n_greater(s, n) < now.top_k);
     return select(0.0, mass(cand_l[s], l_max, inv_t), kept);
 }
 
@@ -338,7 +343,7 @@ fn draw_candidates(n: u32, e0: f32, e1: f32, goal: f32, lane: Lane) {
     workgroupBarrier();
     var w0 = e0;
     var w1 = e1;
-    if (p.top_p < 1.0) {
+    if (now.top_p < 1.0) {
         // Kept iff the mass of strictly larger tokens is below the goal, which keeps every
         // token tied with the last one needed.
         w0 = select(0.0, e0, mass_greater(s0, n) < goal);
@@ -347,7 +352,7 @@ fn draw_candidates(n: u32, e0: f32, e1: f32, goal: f32, lane: Lane) {
     // Inverse CDF in index order: the last slot with mass whose prefix is ≤ u·total (the first
     // with mass starts at 0, so one always qualifies).
     let pre = wg_scan(w0 + w1, lane);
-    let target_mass = p.u * pre.y;
+    let target_mass = now.u * pre.y;
     if (lane.idx == 0u) {
         atomicStore(&winner, 0u);
     }
@@ -360,7 +365,7 @@ fn draw_candidates(n: u32, e0: f32, e1: f32, goal: f32, lane: Lane) {
     }
     workgroupBarrier();
     if (lane.idx == 0u) {
-        out[0] = cand_i[atomicLoad(&winner)];
+        emit(cand_i[atomicLoad(&winner)]);
     }
 }
 
@@ -379,7 +384,7 @@ fn pick(base: u32, cutoff: u32, l_max: f32, inv_t: f32, lane: Lane) {
     // with mass starting at or below the goal holds it (the first such starts at 0).
     let pre = wg_scan(s, lane);
     let before = pre.x;
-    let goal = p.u * pre.y;
+    let goal = now.u * pre.y;
     if (lane.idx == 0u) {
         atomicStore(&winner, 0u);
     }
@@ -405,14 +410,14 @@ fn pick(base: u32, cutoff: u32, l_max: f32, inv_t: f32, lane: Lane) {
                 }
             }
         }
-        out[0] = tok;
+        emit(tok);
     }
 }
 
 @compute @workgroup_size(WG)
 fn sample(lane: Lane) {
     let base = p.row * p.vocab;
-    if (p.hist_len > 0u && (p.repetition_penalty != 1.0 || p.presence_penalty != 0.0)) {
+    if (now.hist_len > 0u && (now.repetition_penalty != 1.0 || now.presence_penalty != 0.0)) {
         penalize(base, lane);
     }
     var hi = LOWEST;
@@ -424,16 +429,16 @@ fn sample(lane: Lane) {
     }
     let l_max = wg_max(hi, lane);
     let l_min = -wg_max(-lo, lane);
-    let inv_t = 1.0 / p.temperature;
-    let k_on = p.top_k > 0u && p.top_k < p.vocab;
-    let p_on = p.top_p < 1.0;
+    let inv_t = 1.0 / now.temperature;
+    let k_on = now.top_k > 0u && now.top_k < p.vocab;
+    let p_on = now.top_p < 1.0;
     // Usually everything happens in workgroup memory after one more pass over the row. With
     // top-k the candidates hold every token it keeps; with top-p alone on a long row they are
     // only the largest tokens, which hold the top-p set iff their mass reaches the goal.
-    if (p.vocab <= CAP || (k_on && p.top_k <= WG) || (!k_on && p_on)) {
+    if (p.vocab <= CAP || (k_on && now.top_k <= WG) || (!k_on && p_on)) {
         let partial = !k_on && p.vocab > CAP;
         var row_part = 0.0;
-        let n = gather(base, hi, l_min, select(3u * WG / 4u, p.top_k, k_on), &row_part, partial, l_max, inv_t, lane);
+        let n = gather(base, hi, l_min, select(3u * WG / 4u, now.top_k, k_on), &row_part, partial, l_max, inv_t, lane);
         if (n <= CAP) {
             sort_candidates(n, lane);
             let e0 = cand_mass(2u * lane.idx, n, k_on, l_max, inv_t);
@@ -442,9 +447,9 @@ fn sample(lane: Lane) {
             var fits = true;
             if (p_on) {
                 let total = wg_sum(e0 + e1, lane);
-                goal = p.top_p * total;
+                goal = now.top_p * total;
                 if (partial) {
-                    goal = p.top_p * wg_sum(row_part, lane);
+                    goal = now.top_p * wg_sum(row_part, lane);
                     if (lane.idx == 0u) {
                         uni_fits = u32(total >= goal);
                     }
@@ -461,10 +466,10 @@ fn sample(lane: Lane) {
     let top = key(l_max);
     var cutoff = key(l_min);
     if (k_on) {
-        cutoff = search(base, cutoff, top, false, f32(p.top_k), l_max, inv_t, lane);
+        cutoff = search(base, cutoff, top, false, f32(now.top_k), l_max, inv_t, lane);
     }
-    if (p.top_p < 1.0) {
-        cutoff = search(base, cutoff, top, true, p.top_p, l_max, inv_t, lane);
+    if (now.top_p < 1.0) {
+        cutoff = search(base, cutoff, top, true, now.top_p, l_max, inv_t, lane);
     }
     pick(base, cutoff, l_max, inv_t, lane);
 }

@@ -9,10 +9,11 @@
 //! measures process CPU time instead of GPU/wall time (see [`Clock`]; Linux only).
 
 use qwen3_vl_webgpu::gpu::{DType, Encoder, Gpu, Profile, Tensor, Timer};
-use qwen3_vl_webgpu::kernels::attention::{decode_attention, decode_scratch, kv_append, prefill_attention, vit_attention, KvCache};
+use qwen3_vl_webgpu::kernels::attention::{decode_attention, decode_scratch, decode_split, kv_append, prefill_attention, vit_attention, KvCache};
 use qwen3_vl_webgpu::kernels::matmul::MatmulOpts;
 use qwen3_vl_webgpu::kernels::quant::{encode, Format, Matrix};
-use qwen3_vl_webgpu::kernels::sample::{argmax, sample, seen_words, History, SampleParams};
+use qwen3_vl_webgpu::kernels::sample::{argmax, sample_step, seen_words, SampleParams};
+use qwen3_vl_webgpu::kernels::step::StepValues;
 use qwen3_vl_webgpu::kernels::{copy, matmul, norm};
 use qwen3_vl_webgpu::testing::Rng;
 
@@ -214,7 +215,8 @@ fn main() {
         let cache_bytes = 2.0 * 2.0 * keys * 8.0 * 128.0;
         if t == 1 {
             let scratch = decode_scratch(&gpu, &cache, 16, 1).unwrap();
-            let s = time(&gpu, timing, iters, &|enc| decode_attention(enc, &q, &cache, past, &scratch, &out));
+            let now = StepValues::new(past).attention(decode_split(&cache, 16, 1, past)).upload(&gpu).unwrap();
+            let s = time(&gpu, timing, iters, &|enc| decode_attention(enc, &q, &cache, &now, &scratch, &out));
             rows.push(Row { kernel: "decode attention".into(), shape: "4K ctx, 16/8×128".into(), seconds: s, bytes: cache_bytes, flops: 4.0 * keys * 16.0 * 128.0 });
         } else {
             let s = time(&gpu, timing, 2, &|enc| prefill_attention(enc, &q, &cache, past, &out));
@@ -231,8 +233,8 @@ fn main() {
         let hist = gpu.upload_u32(&(0..2000).collect::<Vec<u32>>(), &[2000]).unwrap();
         let seen = gpu.empty(DType::U32, &[seen_words(151936)]).unwrap();
         let params = SampleParams { temperature: 0.7, top_k: 20, top_p: 0.8, repetition_penalty: 1.0, presence_penalty: 1.5, u: 0.5 };
-        let history = History { ids: &hist, len: 2000, presence_from: 1000 };
-        let s = time(&gpu, timing, iters, &|enc| sample(enc, &logits, 0, &history, &params, &seen, &picked));
+        let now = StepValues::new(0).sampling(&params, 2000, 1000).upload(&gpu).unwrap();
+        let s = time(&gpu, timing, iters, &|enc| sample_step(enc, &logits, 0, &hist, &now, &seen, &picked));
         rows.push(Row { kernel: "sample (T .7, k 20, p .8)".into(), shape: "151936".into(), seconds: s, bytes: 4.0 * 151936.0, flops: 0.0 });
     }
 

@@ -133,7 +133,7 @@ impl Gpu {
         assert!(offset % 4 == 0 && offset + bytes.len() as u64 <= t.buffer.size(), "{} bytes at {offset} of a {}-byte buffer", bytes.len(), t.buffer.size());
         let whole = bytes.len() & !3;
         for (i, chunk) in bytes[..whole].chunks(UPLOAD_CHUNK).enumerate() {
-            self.queue.write_buffer(&t.buffer, offset + (i * UPLOAD_CHUNK) as u64, chunk);
+            self.write_buffer(&t.buffer, offset + (i * UPLOAD_CHUNK) as u64, chunk);
             if chunk.len() >= SUBMIT_AFTER {
                 self.queue.submit([]);
             }
@@ -141,7 +141,7 @@ impl Gpu {
         if whole < bytes.len() {
             let mut tail = [0u8; 4];
             tail[..bytes.len() - whole].copy_from_slice(&bytes[whole..]);
-            self.queue.write_buffer(&t.buffer, offset + whole as u64, &tail);
+            self.write_buffer(&t.buffer, offset + whole as u64, &tail);
         }
     }
 
@@ -167,9 +167,18 @@ impl Gpu {
 
     /// An uninitialised (zeroed by WebGPU) tensor.
     pub fn empty(&self, dtype: DType, shape: &[usize]) -> Result<Tensor, GpuError> {
+        self.empty_with(dtype, shape, wgpu::BufferUsages::empty())
+    }
+
+    /// [`Gpu::empty`] whose buffer also holds `dispatch_indirect` arguments.
+    pub fn empty_indirect(&self, dtype: DType, shape: &[usize]) -> Result<Tensor, GpuError> {
+        self.empty_with(dtype, shape, wgpu::BufferUsages::INDIRECT)
+    }
+
+    fn empty_with(&self, dtype: DType, shape: &[usize], usage: wgpu::BufferUsages) -> Result<Tensor, GpuError> {
         let size = self.buffer_size(dtype, shape)?;
         let buffer = self.scoped(|| {
-            self.device.create_buffer(&wgpu::BufferDescriptor { label: None, size, usage: STORAGE, mapped_at_creation: false })
+            self.create_buffer(&wgpu::BufferDescriptor { label: None, size, usage: STORAGE | usage, mapped_at_creation: false })
         });
         // Natively an allocation the device refused fails here; in the browser at a later check.
         self.check()?;
@@ -200,6 +209,38 @@ impl Gpu {
     #[cfg(not(target_arch = "wasm32"))]
     pub fn read_u32_blocking(&self, t: &Tensor) -> Result<Vec<u32>, GpuError> {
         pollster::block_on(self.read_u32(t))
+    }
+}
+
+/// Small mappable buffers that results are copied into and read back while later work runs:
+/// slot `i % slots` receives result `i`, so `slots` results can be pending at once.
+pub struct ReadRing {
+    slots: Vec<wgpu::Buffer>,
+}
+
+impl ReadRing {
+    pub fn new(gpu: &Gpu, slots: usize, bytes: u64) -> ReadRing {
+        let slots = (0..slots)
+            .map(|_| {
+                gpu.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("read ring"),
+                    size: bytes,
+                    usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                })
+            })
+            .collect();
+        ReadRing { slots }
+    }
+
+    /// Where result `i` is copied to.
+    pub fn slot(&self, i: usize) -> &wgpu::Buffer {
+        &self.slots[i % self.slots.len()]
+    }
+
+    /// Result `i`, once `submission` (which copied it) has run.
+    pub async fn read(&self, gpu: &Gpu, i: usize, submission: &super::Submission) -> Result<Vec<u8>, GpuError> {
+        gpu.map_read(self.slot(i), submission).await
     }
 }
 

@@ -1,6 +1,7 @@
 //! The device, its capability profile, and blocking/async glue shared by native and wasm.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::pipeline::{Kernel, KernelKey};
@@ -43,7 +44,22 @@ pub struct Caps {
     pub subgroup_max_size: u32,
     /// Timestamp queries on compute passes (benchmarks only).
     pub timestamps: bool,
+    /// `storageBarrier()` fences storage memory at device scope, so a workgroup that counts on
+    /// an atomic may read what the workgroups counted before it wrote: naga's Vulkan output
+    /// (and the noop backend standing in for it). WebGPU itself promises workgroup scope only,
+    /// so the browser and the minimum profile go without.
+    pub device_fence: bool,
     pub limits: wgpu::Limits,
+}
+
+/// One submitted command buffer: wgpu's index (to wait for it) and its number among this
+/// device's submits (to tell whether anything was submitted after it).
+#[derive(Clone, Debug)]
+pub struct Submission {
+    /// Waited for natively; the browser resolves maps by itself.
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
+    index: wgpu::SubmissionIndex,
+    number: u64,
 }
 
 impl Caps {
@@ -53,13 +69,118 @@ impl Caps {
     }
 }
 
+/// Which wgpu backend runs the work.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// The platform's GPU (natively `WGPU_BACKEND` or Vulkan/Metal/DX12; the browser's WebGPU).
+    Gpu,
+    /// wgpu's noop backend (native only): validates and tracks everything, executes nothing,
+    /// so a run on it times the host's work alone. Mapped buffers read as zeros.
+    Noop,
+}
+
+/// What the device was asked to do, counted as it happens: the host's cost of a decode step
+/// shows in these numbers (see [`Counts`]).
+#[derive(Default)]
+pub struct Counters {
+    pub(super) dispatches: AtomicU64,
+    pub(super) bind_groups: AtomicU64,
+    pub(super) buffers: AtomicU64,
+    pub(super) submits: AtomicU64,
+    pub(super) bytes_written: AtomicU64,
+    pub(super) waits: AtomicU64,
+    pub(super) stalls: AtomicU64,
+    pub(super) pipelines: AtomicU64,
+    pub(super) encode_ns: AtomicU64,
+}
+
+/// A snapshot of [`Counters`]; the difference of two is what happened between them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Compute dispatches recorded into submitted or discarded command buffers.
+    pub dispatches: u64,
+    pub bind_groups: u64,
+    pub buffers: u64,
+    pub submits: u64,
+    /// Bytes given to `queue.write_buffer` (parameters, step values, uploads through it).
+    pub bytes_written: u64,
+    /// Read-backs waited for.
+    pub waits: u64,
+    /// Waits for the newest submission: the GPU has nothing queued behind it and idles until
+    /// the host records more.
+    pub stalls: u64,
+    pub pipelines: u64,
+    /// Host time spent turning recorded work into command buffers and submitting them.
+    pub encode_ns: u64,
+}
+
+impl std::ops::Sub for Counts {
+    type Output = Counts;
+    fn sub(self, o: Counts) -> Counts {
+        Counts {
+            dispatches: self.dispatches - o.dispatches,
+            bind_groups: self.bind_groups - o.bind_groups,
+            buffers: self.buffers - o.buffers,
+            submits: self.submits - o.submits,
+            bytes_written: self.bytes_written - o.bytes_written,
+            waits: self.waits - o.waits,
+            stalls: self.stalls - o.stalls,
+            pipelines: self.pipelines - o.pipelines,
+            encode_ns: self.encode_ns - o.encode_ns,
+        }
+    }
+}
+
+impl Counters {
+    pub fn snapshot(&self) -> Counts {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        Counts {
+            dispatches: get(&self.dispatches),
+            bind_groups: get(&self.bind_groups),
+            buffers: get(&self.buffers),
+            submits: get(&self.submits),
+            bytes_written: get(&self.bytes_written),
+            waits: get(&self.waits),
+            stalls: get(&self.stalls),
+            pipelines: get(&self.pipelines),
+            encode_ns: get(&self.encode_ns),
+        }
+    }
+}
+
+pub(super) fn bump(counter: &AtomicU64, n: u64) {
+    counter.fetch_add(n, Ordering::Relaxed);
+}
+
+#[cfg(target_arch = "wasm32")]
+#[wasm_bindgen::prelude::wasm_bindgen]
+extern "C" {
+    #[wasm_bindgen(js_namespace = performance, js_name = now)]
+    fn performance_now() -> f64;
+}
+
+/// Monotonic milliseconds: `performance.now()` in the browser (windows and workers alike;
+/// `std::time::Instant` panics on wasm32-unknown-unknown), natively since the first call.
+pub fn now_ms() -> f64 {
+    #[cfg(target_arch = "wasm32")]
+    return performance_now();
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        START.get_or_init(std::time::Instant::now).elapsed().as_secs_f64() * 1e3
+    }
+}
+
 pub struct Gpu {
     pub device: wgpu::Device,
     pub queue: wgpu::Queue,
     pub caps: Caps,
     pub(super) kernels: Mutex<HashMap<KernelKey, Arc<Kernel>>>,
+    /// Labels of the pipelines in the order they were created.
+    pub(super) kernel_labels: Mutex<Vec<String>>,
     /// Tensor storage allocated through this device (weights, caches, activations).
     pub memory: Arc<super::MemoryCounter>,
+    pub counters: Counters,
     /// Errors the device reported outside a call that could return them, for [`Gpu::check`].
     faults: Arc<Mutex<Faults>>,
 }
@@ -82,8 +203,25 @@ impl Faults {
 impl Gpu {
     /// Picks the high-performance adapter and creates a device with the requested profile.
     pub async fn new(profile: Profile) -> Result<Gpu, GpuError> {
+        Self::with_backend(Backend::Gpu, profile).await
+    }
+
+    /// [`Gpu::new`] on `backend`. The noop backend reports the WebGPU default limits (its
+    /// permissive defaults broke pipeline creation) and no optional features.
+    pub async fn with_backend(backend: Backend, profile: Profile) -> Result<Gpu, GpuError> {
         let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
-        desc.backends = wgpu::Backends::from_env().unwrap_or(wgpu::Backends::PRIMARY);
+        desc.backends = match backend {
+            Backend::Gpu => wgpu::Backends::from_env().unwrap_or(wgpu::Backends::PRIMARY),
+            Backend::Noop => {
+                desc.backend_options.noop = wgpu::NoopBackendOptions {
+                    enable: true,
+                    limits: Some(wgpu::Limits::default()),
+                    features: Some(wgpu::Features::empty()),
+                    ..Default::default()
+                };
+                wgpu::Backends::NOOP
+            }
+        };
         let instance = wgpu::Instance::new(desc);
         let adapter = instance
             .request_adapter(&wgpu::RequestAdapterOptions {
@@ -99,6 +237,12 @@ impl Gpu {
     #[cfg(not(target_arch = "wasm32"))]
     pub fn new_blocking(profile: Option<Profile>) -> Result<Gpu, GpuError> {
         pollster::block_on(Self::new(profile.unwrap_or_else(Profile::from_env)))
+    }
+
+    /// Natively: blocks on [`Gpu::with_backend`].
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn with_backend_blocking(backend: Backend, profile: Profile) -> Result<Gpu, GpuError> {
+        pollster::block_on(Self::with_backend(backend, profile))
     }
 
     pub async fn from_adapter(adapter: wgpu::Adapter, profile: Profile) -> Result<Gpu, GpuError> {
@@ -139,6 +283,7 @@ impl Gpu {
             subgroup_min_size: if subgroups { info.subgroup_min_size } else { 0 },
             subgroup_max_size: if subgroups { info.subgroup_max_size } else { 0 },
             timestamps: features.contains(wgpu::Features::TIMESTAMP_QUERY),
+            device_fence: profile == Profile::Full && matches!(info.backend, wgpu::Backend::Vulkan | wgpu::Backend::Noop),
             limits,
         };
         // wgpu's default handler panics on any error not caught by a scope: record it instead.
@@ -149,7 +294,16 @@ impl Gpu {
         device.set_device_lost_callback(move |reason, message| {
             f.lock().unwrap_or_else(|p| p.into_inner()).lost.get_or_insert(format!("{reason:?}: {message}"));
         });
-        Ok(Gpu { device, queue, caps, kernels: Mutex::new(HashMap::new()), memory: Default::default(), faults })
+        Ok(Gpu {
+            device,
+            queue,
+            caps,
+            kernels: Mutex::new(HashMap::new()),
+            kernel_labels: Mutex::new(Vec::new()),
+            memory: Default::default(),
+            counters: Counters::default(),
+            faults,
+        })
     }
 
     /// The error the device reported since the last check (validation, out of memory), or its
@@ -197,11 +351,53 @@ impl Gpu {
         Ok(())
     }
 
+    /// A buffer, counted.
+    pub fn create_buffer(&self, desc: &wgpu::BufferDescriptor) -> wgpu::Buffer {
+        bump(&self.counters.buffers, 1);
+        self.device.create_buffer(desc)
+    }
+
+    /// `queue.write_buffer`, counted.
+    pub fn write_buffer(&self, buffer: &wgpu::Buffer, offset: u64, data: &[u8]) {
+        bump(&self.counters.bytes_written, data.len() as u64);
+        self.queue.write_buffer(buffer, offset, data);
+    }
+
+    /// Submits `cmd` and returns its number (the count of submits so far, this one included).
+    pub fn submit(&self, cmd: wgpu::CommandBuffer) -> Submission {
+        let index = self.queue.submit([cmd]);
+        let number = self.counters.submits.fetch_add(1, Ordering::Relaxed) + 1;
+        Submission { index, number }
+    }
+
     /// Waits until the GPU has finished everything submitted (natively; a no-op in the browser,
     /// where mapping a buffer is the only way to wait).
     pub fn wait(&self) {
         #[cfg(not(target_arch = "wasm32"))]
         let _ = self.device.poll(wgpu::PollType::wait_indefinitely());
+    }
+
+    /// Resolves when the device has done everything asked of it so far (in the browser, whose
+    /// GPU process handles requests in order, pipeline creation included).
+    pub async fn settle(&self) {
+        let (tx, rx) = futures_channel::oneshot::channel();
+        self.queue.on_submitted_work_done(move || {
+            let _ = tx.send(());
+        });
+        self.wait();
+        let _ = rx.await;
+    }
+
+    /// Waits, natively, until `submission` has finished (and map callbacks up to it have run),
+    /// leaving later submissions running; counted, and as a stall when nothing was submitted
+    /// after it. In the browser callbacks arrive by themselves: only counted.
+    pub fn wait_for(&self, submission: &Submission) {
+        bump(&self.counters.waits, 1);
+        if submission.number == self.counters.submits.load(Ordering::Relaxed) {
+            bump(&self.counters.stalls, 1);
+        }
+        #[cfg(not(target_arch = "wasm32"))]
+        let _ = self.device.poll(wgpu::PollType::Wait { submission_index: Some(submission.index.clone()), timeout: None });
     }
 
     /// Copies `size` bytes at `offset` of `buffer` back to the CPU.
@@ -211,7 +407,7 @@ impl Gpu {
         offset: u64,
         size: u64,
     ) -> Result<Vec<u8>, GpuError> {
-        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+        let staging = self.create_buffer(&wgpu::BufferDescriptor {
             label: Some("readback"),
             size,
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
@@ -219,12 +415,17 @@ impl Gpu {
         });
         let mut enc = self.device.create_command_encoder(&Default::default());
         enc.copy_buffer_to_buffer(buffer, offset, &staging, 0, size);
-        self.queue.submit([enc.finish()]);
+        let submission = self.submit(enc.finish());
+        self.map_read(&staging, &submission).await
+    }
+
+    /// Maps `staging` (written by `submission`), copies its bytes out and unmaps it.
+    pub async fn map_read(&self, staging: &wgpu::Buffer, submission: &Submission) -> Result<Vec<u8>, GpuError> {
         let (tx, rx) = futures_channel::oneshot::channel();
         staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
             let _ = tx.send(r);
         });
-        self.wait();
+        self.wait_for(submission);
         // A failed map is most often the device's loss or an earlier error: report that one.
         let mapped = rx.await.map_err(|_| "map callback dropped".to_string()).and_then(|r| r.map_err(|e| e.to_string()));
         self.check()?;
@@ -236,6 +437,11 @@ impl Gpu {
             .to_vec();
         staging.unmap();
         Ok(bytes)
+    }
+
+    /// The labels of every pipeline created so far, in order (the warm-up reports the new ones).
+    pub fn kernel_labels(&self) -> Vec<String> {
+        self.kernel_labels.lock().unwrap().clone()
     }
 
     /// Native convenience for tests, the CLI and benchmarks.

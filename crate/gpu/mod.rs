@@ -1,14 +1,15 @@
 //! The GPU core: device and capability profile, buffers (split under binding limits),
-//! pipelines built from WGSL with run-time variants, and command encoding. Knows no models.
+//! pipelines built from WGSL with run-time variants, command encoding and replay, and counters
+//! of what the device was asked to do. Knows no models.
 
 mod buffer;
 mod context;
 mod encode;
 mod pipeline;
 
-pub use buffer::{row_chunks, DType, MemoryCounter, Tensor, POISON, UPLOAD_CHUNK};
-pub use context::{Caps, Gpu, Profile};
-pub use encode::{grid, Encoder, Timer, MAX_GROUPS_PER_DIM};
+pub use buffer::{row_chunks, DType, MemoryCounter, ReadRing, Tensor, POISON, UPLOAD_CHUNK};
+pub use context::{now_ms, Backend, Caps, Counters, Counts, Gpu, Profile, Submission};
+pub use encode::{grid, Encoder, Profiler, Recording, Timer, MAX_GROUPS_PER_DIM};
 pub use pipeline::{preprocess, specialise, Kernel, KernelKey};
 
 #[derive(Clone, Debug, thiserror::Error)]

@@ -10,6 +10,7 @@ use super::Gpu;
 const COMMON: &[(&str, &str)] = &[
     ("common/reduce.wgsl", include_str!("../../shaders/common/reduce.wgsl")),
     ("common/pack.wgsl", include_str!("../../shaders/common/pack.wgsl")),
+    ("common/step.wgsl", include_str!("../../shaders/common/step.wgsl")),
 ];
 
 /// One pipeline: a shader file, an entry point, feature flags and numeric constants.
@@ -56,6 +57,8 @@ pub struct Kernel {
     pub pipeline: wgpu::ComputePipeline,
     pub layout: wgpu::BindGroupLayout,
     pub label: String,
+    /// Shader file and entry point: what profiles group GPU time by.
+    pub family: (&'static str, &'static str),
 }
 
 /// Expands `#include` and keeps the lines whose `#if` conditions hold.
@@ -128,7 +131,9 @@ impl Gpu {
             cache: None,
         });
         let layout = pipeline.get_bind_group_layout(0);
-        let k = Arc::new(Kernel { pipeline, layout, label });
+        super::context::bump(&self.counters.pipelines, 1);
+        self.kernel_labels.lock().unwrap().push(label.clone());
+        let k = Arc::new(Kernel { pipeline, layout, label, family: (key.shader, key.entry) });
         cache.insert(key, k.clone());
         k
     }

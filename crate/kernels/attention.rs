@@ -12,6 +12,7 @@ use std::ops::Range;
 use bytemuck::{Pod, Zeroable};
 
 use super::key;
+use super::step::{DecodeSplit, ATTENTION_ARGS};
 use crate::gpu::{grid, DType, Encoder, Gpu, GpuError, KernelKey, Tensor};
 
 const SHADER: &str = include_str!("../../shaders/attention.wgsl");
@@ -33,11 +34,9 @@ struct Params {
     past: u32,
     capacity: u32,
     segments: u32,
-    split_len: u32,
-    splits: u32,
     ml_offset: u32,
     scale: f32,
-    _pad: u32,
+    _pad: [u32; 3],
 }
 
 /// Whether the kernels take this head size: a multiple of 8 (the shader reads rows in 8-dim
@@ -157,54 +156,76 @@ fn decode_splits(keys: usize, groups: usize) -> (usize, usize) {
     (tiles.div_ceil(per), per * DECODE_TILE)
 }
 
-/// The partials `decode_attention` needs for up to `queries` query rows of `q_heads` heads
-/// over this cache (one serves every layer: layers run one after the other).
-pub fn decode_scratch(gpu: &Gpu, cache: &KvCache, q_heads: usize, queries: usize) -> Result<Tensor, GpuError> {
-    let ratio = q_heads / cache.kv_heads;
-    // The most splits any number of keys up to the capacity gets (see `decode_splits`).
+/// Row blocks per kv head and the most splits any number of keys up to the cache's capacity
+/// gets (see `decode_splits`), for `t` queries of `q_heads` heads.
+fn decode_shape(cache: &KvCache, q_heads: usize, t: usize) -> (usize, usize) {
+    let (_, blocks) = decode_blocks(t * (q_heads / cache.kv_heads), cache.head_dim);
     let tiles = cache.capacity.div_ceil(DECODE_TILE).max(1);
-    let floats = (1..=queries)
-        .map(|t| {
-            let (_, blocks) = decode_blocks(t * ratio, cache.head_dim);
-            let splits = DECODE_TARGET_GROUPS.div_ceil(cache.kv_heads * blocks).clamp(1, tiles);
-            t * q_heads * splits * (cache.head_dim + 4)
-        })
-        .max()
-        .unwrap_or(0);
-    gpu.empty(DType::F32, &[floats])
+    (blocks, DECODE_TARGET_GROUPS.div_ceil(cache.kv_heads * blocks).clamp(1, tiles))
+}
+
+/// What `decode_attention` keeps between its workgroups: the splits' partial outputs, and per
+/// (row block, kv head) how many splits have finished (all zero between dispatches).
+pub struct DecodeScratch {
+    pub partials: Tensor,
+    pub counters: Tensor,
+}
+
+/// The scratch `decode_attention` needs for up to `queries` query rows of `q_heads` heads
+/// over this cache (one serves every layer: layers run one after the other).
+pub fn decode_scratch(gpu: &Gpu, cache: &KvCache, q_heads: usize, queries: usize) -> Result<DecodeScratch, GpuError> {
+    let shapes = (1..=queries).map(|t| (t, decode_shape(cache, q_heads, t)));
+    let floats = shapes.clone().map(|(t, (_, splits))| t * q_heads * splits * (cache.head_dim + 4)).max().unwrap_or(0);
+    let blocks = shapes.map(|(_, (blocks, _))| blocks).max().unwrap_or(0);
+    Ok(DecodeScratch { partials: gpu.empty(DType::F32, &[floats])?, counters: gpu.empty(DType::U32, &[blocks * cache.kv_heads])? })
+}
+
+/// How [`decode_attention`] of `t` queries of `q_heads` heads after `past` cached positions
+/// divides the keys: the step buffer's attention values for that step.
+pub fn decode_split(cache: &KvCache, q_heads: usize, t: usize, past: usize) -> DecodeSplit {
+    let (blocks, _) = decode_shape(cache, q_heads, t);
+    let (splits, split_len) = decode_splits(past + t, cache.kv_heads * blocks);
+    DecodeSplit { splits: u(splits), split_len: u(split_len), groups: [u(splits), u(blocks), u(cache.kv_heads)] }
 }
 
 /// Causal attention for a few query rows (`t ≤ MAX_DECODE_QUERIES`) over a long cache, which
-/// must already hold positions `0..past + t`: pass 1 scores splits of the keys in parallel
-/// (flash-decoding), pass 2 combines the splits. `scratch` comes from [`decode_scratch`].
-pub fn decode_attention(enc: &mut Encoder, q: &Tensor, cache: &KvCache, past: usize, scratch: &Tensor, out: &Tensor) {
+/// must already hold positions `0..past + t`: workgroups score splits of the keys in parallel
+/// (flash-decoding), then the splits are combined, by the last workgroup of each head to
+/// finish where `Caps::device_fence` allows, else by a second pass. The position and the
+/// splits come from the step buffer `now` ([`decode_split`] for `StepValues::attention`), and
+/// so do the workgroup counts: the dispatch fits every context without being recorded again.
+/// `scratch` comes from [`decode_scratch`].
+pub fn decode_attention(enc: &mut Encoder, q: &Tensor, cache: &KvCache, now: &Tensor, scratch: &DecodeScratch, out: &Tensor) {
     let (t, q_heads) = q_shape(q, cache, out);
     assert!((1..=MAX_DECODE_QUERIES).contains(&t), "decode_attention takes 1..={MAX_DECODE_QUERIES} queries, not {t}");
-    assert!(past + t <= cache.capacity, "decode past {past} + {t} exceed capacity {}", cache.capacity);
     let d = cache.head_dim;
     let ratio = q_heads / cache.kv_heads;
-    let (rb, blocks) = decode_blocks(t * ratio, d);
-    let (splits, split_len) = decode_splits(past + t, cache.kv_heads * blocks);
+    let (rb, _) = decode_blocks(t * ratio, d);
+    let (_, max_splits) = decode_shape(cache, q_heads, t);
     let rows = t * q_heads;
-    assert!(scratch.numel() >= rows * splits * (d + 4), "decode scratch too small: use decode_scratch");
+    assert!(scratch.partials.numel() >= rows * max_splits * (d + 4), "decode scratch too small: use decode_scratch");
     let params = Params {
         n: u(t * ratio),
         ratio: u(ratio),
         q_heads: u(q_heads),
         kv_heads: u(cache.kv_heads),
-        past: u(past),
         capacity: u(cache.capacity),
-        split_len: u(split_len),
-        splits: u(splits),
-        ml_offset: u(rows * splits * d / 4),
+        ml_offset: u(rows * max_splits * d / 4),
         scale: scale(d),
         ..Default::default()
     };
-    let pass1 = enc.gpu.kernel(cache.key(enc.gpu, "decode").flag("DECODE", true).konst("RB", u(rb)), SHADER);
-    let bindings = [q.binding(), cache.k.binding(), cache.v.binding(), scratch.binding()];
-    enc.dispatch(&pass1, bytemuck::bytes_of(&params), &bindings, [u(splits), u(blocks), u(cache.kv_heads)]);
-    let pass2 = enc.gpu.kernel(cache.key(enc.gpu, "combine"), SHADER);
-    enc.dispatch(&pass2, bytemuck::bytes_of(&params), &[scratch.binding(), out.binding()], [u(rows), 1, 1]);
+    let gpu = enc.gpu;
+    let fused = gpu.caps.device_fence;
+    let pass1 = gpu.kernel(cache.key(gpu, "decode").flag("DECODE", true).flag("FUSED", fused).flag("MERGE", fused).konst("RB", u(rb)), SHADER);
+    let mut bindings = vec![q.binding(), cache.k.binding(), cache.v.binding(), scratch.partials.binding(), now.binding()];
+    if fused {
+        bindings.extend([out.binding(), scratch.counters.binding()]);
+    }
+    enc.dispatch_indirect(&pass1, bytemuck::bytes_of(&params), &bindings, &now.buffer, ATTENTION_ARGS);
+    if !fused {
+        let pass2 = gpu.kernel(cache.key(gpu, "combine").flag("COMBINE", true).flag("MERGE", true), SHADER);
+        enc.dispatch(&pass2, bytemuck::bytes_of(&params), &[scratch.partials.binding(), now.binding(), out.binding()], [u(rows), 1, 1]);
+    }
 }
 
 /// The vision tower's attention: `qkv` `[n, 3, heads, head_dim]` f32 (the qkv projection's

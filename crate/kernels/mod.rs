@@ -10,10 +10,12 @@ pub mod elementwise;
 pub mod embed;
 pub mod matmul;
 pub mod norm;
+pub mod qk_rope;
 pub mod quant;
 pub mod rope;
 pub mod sample;
 pub mod selftest;
+pub mod step;
 
 use crate::gpu::{Gpu, KernelKey};
 

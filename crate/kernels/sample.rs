@@ -1,6 +1,7 @@
 //! Choosing the next token on the GPU: greedy `argmax`, or `sample` with penalties,
 //! temperature, top-k and top-p, driven by a uniform number `u` the CPU draws from a seeded RNG
-//! (same seed ⇒ same tokens). Either writes one `u32` token id, so a step reads back 4 bytes.
+//! (same seed ⇒ same tokens). Either writes one `u32` token id, so a step reads back 4 bytes;
+//! `sample` also appends it to the history, so a decode loop on the GPU keeps its penalties.
 //!
 //! `sample` follows transformers' processors in this order, on one row of logits:
 //! 1. repetition penalty (`RepetitionPenaltyLogitsProcessor`) on every distinct token of the
@@ -19,8 +20,9 @@
 
 use bytemuck::{Pod, Zeroable};
 
+use super::step::StepValues;
 use super::{key, rows_cols};
-use crate::gpu::{DType, Encoder, Tensor};
+use crate::gpu::{DType, Encoder, GpuError, Tensor};
 
 const SHADER: &str = include_str!("../../shaders/sample.wgsl");
 /// One workgroup does everything: the row is small, and the filters need whole-row decisions.
@@ -64,14 +66,6 @@ pub struct History<'a> {
 struct Params {
     vocab: u32,
     row: u32,
-    hist_len: u32,
-    presence_from: u32,
-    temperature: f32,
-    top_k: u32,
-    top_p: f32,
-    repetition_penalty: f32,
-    presence_penalty: f32,
-    u: f32,
     _pad: [u32; 2],
 }
 
@@ -85,7 +79,7 @@ fn row_params(logits: &Tensor, row: usize, out: &Tensor) -> Params {
     assert!(row < rows, "logits row {row} of {rows}");
     assert!(vocab < MAX_VOCAB, "vocab {vocab}: indices must be exact in f32");
     assert!(logits.dtype == DType::F32 && out.dtype == DType::U32 && out.numel() == 1, "logits f32, out one u32");
-    Params { vocab: vocab as u32, row: row as u32, ..Zeroable::zeroed() }
+    Params { vocab: vocab as u32, row: row as u32, _pad: [0; 2] }
 }
 
 /// `out[0]` = index of the largest logit of `logits[row]` (`[vocab]` or `[rows, vocab]`),
@@ -96,27 +90,24 @@ pub fn argmax(enc: &mut Encoder, logits: &Tensor, row: usize, out: &Tensor) {
     enc.dispatch(&kernel, bytemuck::bytes_of(&params), &[logits.binding(), out.binding()], [1, 1, 1]);
 }
 
-/// `out[0]` = a token drawn from `logits[row]` as the module documentation describes. `seen`
-/// is scratch of at least [`seen_words`] u32 (any contents). Penalises `logits[row]` in place.
-pub fn sample(enc: &mut Encoder, logits: &Tensor, row: usize, history: &History, params: &SampleParams, seen: &Tensor, out: &Tensor) {
-    let SampleParams { temperature, top_k, top_p, repetition_penalty, presence_penalty, u } = *params;
-    assert!(temperature > 0.0 && top_p > 0.0 && top_p <= 1.0 && repetition_penalty > 0.0, "{params:?}");
-    assert!((0.0..1.0).contains(&u), "u = {u} must be in [0, 1)");
-    assert!(history.len <= history.ids.numel() && history.ids.dtype == DType::U32, "history");
-    let p = Params {
-        hist_len: history.len as u32,
-        presence_from: history.presence_from.min(history.len) as u32,
-        temperature,
-        top_k,
-        top_p,
-        repetition_penalty,
-        presence_penalty,
-        u,
-        ..row_params(logits, row, out)
-    };
+/// `out[0]` = a token drawn from `logits[row]` as the module documentation describes, also
+/// written at `history.ids[history.len]` when that is inside it. `seen` is scratch of at
+/// least [`seen_words`] u32 (any contents). Penalises `logits[row]` in place.
+pub fn sample(enc: &mut Encoder, logits: &Tensor, row: usize, history: &History, params: &SampleParams, seen: &Tensor, out: &Tensor) -> Result<(), GpuError> {
+    assert!(history.len <= history.ids.numel(), "history");
+    let now = StepValues::new(0).sampling(params, history.len, history.presence_from).upload(enc.gpu)?;
+    sample_step(enc, logits, row, history.ids, &now, seen, out);
+    Ok(())
+}
+
+/// [`sample`] with the settings, the draw and the history length read from the step buffer
+/// `now` ([`StepValues::sampling`]) when the dispatch runs: the decode loop's recorded sampler.
+pub fn sample_step(enc: &mut Encoder, logits: &Tensor, row: usize, history: &Tensor, now: &Tensor, seen: &Tensor, out: &Tensor) {
+    let p = row_params(logits, row, out);
+    assert!(history.dtype == DType::U32, "history ids");
     assert!(seen.numel() >= seen_words(p.vocab as usize) && seen.dtype == DType::U32, "seen scratch");
     let kernel = enc.gpu.kernel(key(enc.gpu, "sample", "sample").konst("WG", WG), SHADER);
-    let tensors = [logits.binding(), out.binding(), history.ids.binding(), seen.binding()];
+    let tensors = [logits.binding(), out.binding(), history.binding(), seen.binding(), now.binding()];
     enc.dispatch(&kernel, bytemuck::bytes_of(&p), &tensors, [1, 1, 1]);
 }
 

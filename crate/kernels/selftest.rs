@@ -8,15 +8,17 @@
 use crate::gpu::{DType, Encoder, Gpu, GpuError, Tensor};
 use crate::testing::{f16_round, filled_cache, rel_err, Rng, AMP};
 
-use super::attention::{attention_ref, causal_keys, decode_attention, decode_scratch, prefill_attention, vit_attention, vit_attention_ref, MAX_DECODE_QUERIES};
+use super::attention::{attention_ref, causal_keys, decode_attention, decode_scratch, decode_split, prefill_attention, vit_attention, vit_attention_ref, KvCache, MAX_DECODE_QUERIES};
 use super::copy::copy;
 use super::elementwise::{add, add_ref, gelu, gelu_ref, Gelu};
 use super::embed::{embed, embed_ref, gather4, gather4_ref, scatter_add_rows, scatter_rows_ref};
 use super::matmul::{matmul_ref, matmul_with, silu_pairs_ref, MatmulOpts, Tuning};
 use super::norm::{layer_norm, layer_norm_ref, rms_norm, rms_norm_ref};
+use super::qk_rope::{qk_norm_rope_append, qk_norm_rope_append_ref};
 use super::quant::{dequantized, interleave_rows, Format, Matrix};
 use super::rope::{apply_rope, apply_rope_ref};
 use super::sample::{argmax, argmax_ref, sample, sample_ref, seen_words, History, SampleParams};
+use super::step::StepValues;
 
 /// One kernel checked: its largest error relative to max |reference| (for discrete outputs,
 /// the number of wrong values) and the bound it must meet.
@@ -47,6 +49,7 @@ pub async fn run(gpu: &Gpu) -> Result<Vec<Case>, GpuError> {
     norm_cases(gpu, rng, &mut out).await?;
     elementwise_cases(gpu, rng, &mut out).await?;
     rope_case(gpu, rng, &mut out).await?;
+    qk_rope_case(gpu, rng, &mut out).await?;
     embed_cases(gpu, rng, &mut out).await?;
     matmul_cases(gpu, rng, &mut out).await?;
     attention_cases(gpu, rng, &mut out).await?;
@@ -111,6 +114,31 @@ async fn elementwise_cases(gpu: &Gpu, rng: &mut Rng, out: &mut Vec<Case>) -> Res
     let got = after(gpu, &ga, |e| add(e, &ga, &gb)).await?;
     // One f32 addition per element, the same on both sides.
     out.push(case("elementwise: add 77", rel_err(&got, &add_ref(&a, &b)), 0.0));
+    Ok(())
+}
+
+async fn qk_rope_case(gpu: &Gpu, rng: &mut Rng, out: &mut Vec<Case>) -> Result<(), GpuError> {
+    // 3 tokens of 4 q and 2 kv heads of 16 after 5 cached rows, in caches of both kinds.
+    let (t, qh, kvh, d, past) = (3, 4, 2, 16, 5);
+    for dtype in [DType::F16, DType::F32] {
+        let qkv = rng.vec(t * (qh + 2 * kvh) * d, 3.0);
+        let (qw, kw) = (rng.vec(d, 1.5), rng.vec(d, 1.5));
+        let (cos, sin) = (rng.vec(t * d / 2, 1.0), rng.vec(t * d / 2, 1.0));
+        let [q, k, v] = qk_norm_rope_append_ref(&qkv, qh, kvh, d, &qw, &kw, 1e-6, &cos, &sin);
+        let cache = KvCache::new(gpu, kvh, past + t, d, dtype)?;
+        let (gqkv, gqw, gkw) = (gpu.upload_f32(&qkv, &[t, qkv.len() / t])?, gpu.upload_f32(&qw, &[d])?, gpu.upload_f32(&kw, &[d])?);
+        let now = StepValues::new(past).rotary(&cos, &sin, t).upload(gpu)?;
+        let y = gpu.poisoned(DType::F32, &[t, qh, d])?;
+        let got_q = after(gpu, &y, |e| qk_norm_rope_append(e, &gqkv, &gqw, &gkw, 1e-6, &now, &cache, &y)).await?;
+        // The appended rows of each head, in [t, kv_heads, d] order.
+        let rows = |all: Vec<f32>| -> Vec<f32> { (0..t).flat_map(|i| (0..kvh).flat_map(move |h| (h * (past + t) + past + i) * d..(h * (past + t) + past + i + 1) * d)).map(|j| all[j]).collect() };
+        let (got_k, got_v) = (rows(gpu.read_f32(&cache.k).await?), rows(gpu.read_f32(&cache.v).await?));
+        let what = format!("{qh}/{kvh} heads d{d} t{t} past{past} {dtype:?} cache");
+        out.push(case(format!("qk_rope: q normed + rotated, {what}"), rel_err(&got_q, &q), TOL_SUM));
+        // An f16 cache rounds each value by up to 2^-11 of itself.
+        let tol = if dtype == DType::F16 { TOL_SUM + 1.0 / 2048.0 } else { TOL_SUM };
+        out.push(case(format!("qk_rope: k, v appended, {what}"), rel_err(&got_k, &k).max(rel_err(&got_v, &v)), tol));
+    }
     Ok(())
 }
 
@@ -212,8 +240,9 @@ async fn attention_cases(gpu: &Gpu, rng: &mut Rng, out: &mut Vec<Case>) -> Resul
             let gq = gpu.upload_f32(&q, &[t, qh, d])?;
             let y = gpu.poisoned(DType::F32, &[t, qh * d])?;
             let scratch = if decode { Some(decode_scratch(gpu, &cache, qh, MAX_DECODE_QUERIES)?) } else { None };
+            let now = StepValues::new(past).attention(decode_split(&cache, qh, t, past)).upload(gpu)?;
             let got = after(gpu, &y, |e| match &scratch {
-                Some(s) => decode_attention(e, &gq, &cache, past, s, &y),
+                Some(s) => decode_attention(e, &gq, &cache, &now, s, &y),
                 None => prefill_attention(e, &gq, &cache, past, &y),
             })
             .await?;
@@ -254,7 +283,7 @@ async fn sample_cases(gpu: &Gpu, rng: &mut Rng, out: &mut Vec<Case>) -> Result<(
     let seen = gpu.poisoned(DType::U32, &[seen_words(4)])?;
     let picked = gpu.poisoned(DType::U32, &[1])?;
     let mut enc = Encoder::new(gpu);
-    sample(&mut enc, &gl, 0, &History { ids: &gh, len: 1, presence_from: 0 }, &params, &seen, &picked);
+    sample(&mut enc, &gl, 0, &History { ids: &gh, len: 1, presence_from: 0 }, &params, &seen, &picked)?;
     enc.submit();
     let got = gpu.read_u32(&picked).await?;
     out.push(case("sample: top-k 3, top-p 0.6, repetition 1.3", mismatches(&got, &[sample_ref(&logits, &history, 0, &params)]), 0.0));

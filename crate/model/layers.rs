@@ -30,6 +30,39 @@ impl Linear {
         Ok(Linear { weight, bias })
     }
 
+    /// Loads several Linears sharing an input as one matrix, their outputs side by side
+    /// (q_proj | k_proj | v_proj): one pass over x and one dispatch instead of several. With
+    /// `bias`, their biases side by side too.
+    pub fn load_fused(gpu: &Gpu, w: &Weights, names: &[&str], ns: &[usize], k: usize, bias: bool, format: Format) -> Result<Linear, ModelError> {
+        let n: usize = ns.iter().sum();
+        // Encoding is per row, so the fused rows are the parts' encoded rows one after another.
+        let weight = Matrix::upload_encoded(gpu, n, k, format, None, |rows| {
+            let (mut data, mut scales) = (Vec::new(), Vec::new());
+            let mut start = 0;
+            for (name, &ni) in names.iter().zip(ns) {
+                let r = rows.start.max(start)..rows.end.min(start + ni);
+                if r.start < r.end {
+                    let (d, s) = w.encoded_rows(&format!("{name}.weight"), &[ni, k], r.start - start..r.end - start, format)?;
+                    data.extend(d);
+                    scales.extend(s);
+                }
+                start += ni;
+            }
+            Ok::<_, ModelError>((data, scales))
+        })?;
+        let bias = match bias {
+            true => {
+                let mut b = Vec::with_capacity(n);
+                for (name, &ni) in names.iter().zip(ns) {
+                    b.extend(w.pp(name).get("bias", &[ni])?);
+                }
+                Some(gpu.upload_f32(&b, &[n])?)
+            }
+            false => None,
+        };
+        Ok(Linear { weight, bias })
+    }
+
     /// Loads two bias-free Linears of the same shape sharing an input (gate_proj, up_proj) as
     /// one matrix of interleaved row pairs ([`Matrix::upload_encoded_pairs`]): one pass over x,
     /// one dispatch, and with [`MatmulOpts::silu_mul`] the MLP's activation written directly.

@@ -2,7 +2,8 @@
 //! files read through an abstract byte source (`safetensors`), and the prefix loader that names
 //! weights as transformers' modules do (`weights`). On the GPU, the towers with the same module
 //! names: `vision` (`Qwen3VLVisionModel`), `text` (`Qwen3VLTextModel` and the head), their
-//! shared `layers`, and `qwen3_vl` tying them together.
+//! shared `layers`, `qwen3_vl` tying them together, and `decode`, the text model's decode step
+//! recorded once and replayed per token.
 //!
 //! ```no_run
 //! # fn main() -> Result<(), qwen3_vl_webgpu::model::LoadError> {
@@ -17,6 +18,7 @@
 //! ```
 
 pub mod config;
+mod decode;
 mod layers;
 pub mod quantized;
 mod qwen3_vl;
@@ -31,6 +33,7 @@ use std::ops::Range;
 pub use config::{GenerationConfig, PreprocessorConfig, Qwen3VLConfig, Qwen3VLTextConfig, Qwen3VLVisionConfig, Rope};
 pub use quantized::Manifest;
 pub use safetensors::{Checkpoint, ConcatSource, Dtype, FileSource, MemSource, SafetensorsFile, Source, TensorInfo};
+pub use decode::{Choose, DecodePlan};
 pub use qwen3_vl::Qwen3VL;
 pub use text::{TextModel, TextState, VisualInput};
 pub use vision::{VisionModel, VisionOutput};

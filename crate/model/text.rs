@@ -5,21 +5,22 @@
 use std::ops::Range;
 
 use crate::gpu::{row_chunks, DType, Encoder, Gpu, Tensor};
-use crate::kernels::attention::{decode_attention, kv_append, prefill_attention, KvCache, MAX_DECODE_QUERIES};
+use crate::kernels::attention::{decode_attention, decode_scratch, decode_split, prefill_attention, DecodeScratch, KvCache, MAX_DECODE_QUERIES};
 use crate::kernels::embed::{embed, scatter_add_rows, scatter_rows};
 use crate::kernels::matmul::{matmul, MatmulOpts};
+use crate::kernels::qk_rope::qk_norm_rope_append;
 use crate::kernels::quant::{Format, Matrix};
-use crate::kernels::rope::{apply_rope, mrope_table};
+use crate::kernels::rope::mrope_table;
+use crate::kernels::step::StepValues;
 
 use super::layers::{load_matrix, Linear, RmsNorm};
 use super::{ModelError, Qwen3VLTextConfig, Weights};
 
-struct DecoderLayer {
+pub(super) struct DecoderLayer {
     input_layernorm: RmsNorm,
     post_attention_layernorm: RmsNorm,
-    q_proj: Linear,
-    k_proj: Linear,
-    v_proj: Linear,
+    /// q_proj, k_proj and v_proj fused: each output row is [q | k | v].
+    qkv_proj: Linear,
     o_proj: Linear,
     q_norm: RmsNorm,
     k_norm: RmsNorm,
@@ -31,9 +32,9 @@ struct DecoderLayer {
 
 pub struct TextModel {
     pub config: Qwen3VLTextConfig,
-    embed_tokens: Matrix,
-    layers: Vec<DecoderLayer>,
-    norm: RmsNorm,
+    pub(super) embed_tokens: Matrix,
+    pub(super) layers: Vec<DecoderLayer>,
+    pub(super) norm: RmsNorm,
     /// `None` when tied to `embed_tokens`.
     lm_head: Option<Matrix>,
 }
@@ -49,7 +50,59 @@ pub struct VisualInput<'a> {
 /// The caches and scratch a conversation keeps between calls.
 pub struct TextState {
     pub caches: Vec<KvCache>,
-    decode_scratch: Tensor,
+    pub(super) decode_scratch: DecodeScratch,
+}
+
+/// The activations of `t` positions that every decoder layer reads and writes in turn.
+pub(super) struct LayerBuffers {
+    /// The residual stream `[t, hidden]`, updated in place by each layer.
+    pub(super) x: Tensor,
+    qkv: Tensor,
+    q: Tensor,
+    attn: Tensor,
+    act: Tensor,
+}
+
+impl LayerBuffers {
+    pub(super) fn new(gpu: &Gpu, c: &Qwen3VLTextConfig, t: usize) -> Result<Self, ModelError> {
+        let (h, d, qh, kvh) = (c.hidden_size, c.head_dim, c.num_attention_heads, c.num_key_value_heads);
+        let f32s = |shape: &[usize]| gpu.empty(DType::F32, shape);
+        Ok(LayerBuffers {
+            x: f32s(&[t, h])?,
+            qkv: f32s(&[t, (qh + 2 * kvh) * d])?,
+            q: f32s(&[t, qh, d])?,
+            attn: f32s(&[t, qh * d])?,
+            act: f32s(&[t, c.intermediate_size])?,
+        })
+    }
+}
+
+/// How a layer attends to the cache: split-K decode for a few rows (its position and splits
+/// in the step buffer), or prefill tiles after `past` cached positions.
+pub(super) enum Attend<'a> {
+    Decode(&'a DecodeScratch),
+    Prefill { past: usize },
+}
+
+impl DecoderLayer {
+    /// `Qwen3VLTextDecoderLayer`: the rows of `a.x` through attention and the MLP, each added
+    /// to the residual stream; their keys and values go into `cache` at the step's rows. Six
+    /// dispatches (with the attention's combine fused, else seven).
+    pub(super) fn forward(&self, enc: &mut Encoder, a: &LayerBuffers, cache: &KvCache, now: &Tensor, attend: &Attend) {
+        // input_layernorm → q|k|v in one pass over the residual stream.
+        let attn_in = MatmulOpts { rms_norm: self.input_layernorm.prologue(), ..Default::default() };
+        self.qkv_proj.forward_with(enc, &a.x, &a.qkv, attn_in);
+        qk_norm_rope_append(enc, &a.qkv, &self.q_norm.weight, &self.k_norm.weight, self.q_norm.eps, now, cache, &a.q);
+        match attend {
+            Attend::Decode(scratch) => decode_attention(enc, &a.q, cache, now, scratch, &a.attn),
+            Attend::Prefill { past } => prefill_attention(enc, &a.q, cache, *past, &a.attn),
+        }
+        self.o_proj.forward_acc(enc, &a.attn, &a.x);
+        // post_attention_layernorm → gate|up → SiLU·mul in one pass over the residual stream.
+        let mlp_in = MatmulOpts { rms_norm: self.post_attention_layernorm.prologue(), silu_mul: true, ..Default::default() };
+        self.gate_up_proj.forward_with(enc, &a.x, &a.act, mlp_in);
+        self.down_proj.forward_acc(enc, &a.act, &a.x);
+    }
 }
 
 impl TextModel {
@@ -68,9 +121,7 @@ impl TextModel {
                 // In checkpoint order (`expected_tensors`), so a pre-quantized folder's shards
                 // are read, and hashed, front to back.
                 Ok(DecoderLayer {
-                    q_proj: Linear::load(gpu, &a, "q_proj", qd, h, c.attention_bias, format)?,
-                    k_proj: Linear::load(gpu, &a, "k_proj", kvd, h, c.attention_bias, format)?,
-                    v_proj: Linear::load(gpu, &a, "v_proj", kvd, h, c.attention_bias, format)?,
+                    qkv_proj: Linear::load_fused(gpu, &a, &["q_proj", "k_proj", "v_proj"], &[qd, kvd, kvd], h, c.attention_bias, format)?,
                     o_proj: Linear::load(gpu, &a, "o_proj", h, qd, c.attention_bias, format)?,
                     q_norm: RmsNorm::load(gpu, &a, "q_norm", d, eps)?,
                     k_norm: RmsNorm::load(gpu, &a, "k_norm", d, eps)?,
@@ -96,12 +147,26 @@ impl TextModel {
         let caches = (0..c.num_hidden_layers)
             .map(|_| KvCache::new(gpu, c.num_key_value_heads, capacity, c.head_dim, dtype))
             .collect::<Result<Vec<_>, _>>()?;
-        let decode_scratch = crate::kernels::attention::decode_scratch(gpu, &caches[0], c.num_attention_heads, MAX_DECODE_QUERIES)?;
+        let decode_scratch = decode_scratch(gpu, &caches[0], c.num_attention_heads, MAX_DECODE_QUERIES)?;
         Ok(TextState { caches, decode_scratch })
     }
 
-    fn head(&self) -> &Matrix {
+    pub(super) fn head(&self) -> &Matrix {
         self.lm_head.as_ref().unwrap_or(&self.embed_tokens)
+    }
+
+    /// The step buffer's values for tokens at cache rows `past..` with M-RoPE `positions`
+    /// (t, h, w per token): their rotary rows and, for few enough tokens, decode attention's
+    /// splits.
+    pub(super) fn step_values(&self, state: &TextState, past: usize, positions: &[[u32; 3]]) -> StepValues {
+        let c = &self.config;
+        let t = positions.len();
+        let (cos, sin) = mrope_table(positions, c.rope.mrope_section, c.rope.rope_theta as f32, c.head_dim);
+        let values = StepValues::new(past).rotary(&cos, &sin, t);
+        match t <= MAX_DECODE_QUERIES {
+            true => values.attention(decode_split(&state.caches[0], c.num_attention_heads, t, past)),
+            false => values,
+        }
     }
 
     /// Runs `ids` (already validated < vocab) with M-RoPE `positions` (t, h, w per token) at
@@ -140,54 +205,33 @@ impl TextModel {
         let c = &self.config;
         let t = ids.len();
         assert_eq!(positions.len(), t, "one position per token");
-        let (h, d, qh, kvh) = (c.hidden_size, c.head_dim, c.num_attention_heads, c.num_key_value_heads);
-        let f32s = |shape: &[usize]| gpu.empty(DType::F32, shape);
-        let (cos, sin) = mrope_table(positions, c.rope.mrope_section, c.rope.rope_theta as f32, d);
-        let (cos, sin) = (gpu.upload_f32(&cos, &[t, d / 2])?, gpu.upload_f32(&sin, &[t, d / 2])?);
+        assert!(past + t <= state.caches[0].capacity, "{past} + {t} positions exceed the cache");
+        let h = c.hidden_size;
+        let now = self.step_values(state, past, positions).upload(gpu)?;
+        let attend = match t <= MAX_DECODE_QUERIES {
+            true => Attend::Decode(&state.decode_scratch),
+            false => Attend::Prefill { past },
+        };
         let ids = gpu.upload_u32(ids, &[t])?;
-        let x = f32s(&[t, h])?;
-        embed(enc, &self.embed_tokens, &ids, &x);
+        let a = LayerBuffers::new(gpu, c, t)?;
+        embed(enc, &self.embed_tokens, &ids, &a.x);
         if let Some(v) = visual {
-            scatter_rows(enc, &x, v.positions, v.embeds);
+            scatter_rows(enc, &a.x, v.positions, v.embeds);
         }
-        let (normed, q, k, v) = (f32s(&[t, h])?, f32s(&[t, qh, d])?, f32s(&[t, kvh, d])?, f32s(&[t, kvh, d])?);
-        // Projections before the per-head norm (a kernel cannot read and write one buffer).
-        let (q_lin, k_lin) = (f32s(&[t, qh * d])?, f32s(&[t, kvh * d])?);
-        let attn = f32s(&[t, qh * d])?;
-        let act = f32s(&[t, c.intermediate_size])?;
         for (l, layer) in self.layers.iter().enumerate() {
-            let cache = &state.caches[l];
-            layer.input_layernorm.forward(enc, &x, &normed);
-            layer.q_proj.forward(enc, &normed, &q_lin);
-            layer.k_proj.forward(enc, &normed, &k_lin);
-            layer.v_proj.forward(enc, &normed, &v.view(&[t, kvh * d]));
-            layer.q_norm.forward(enc, &q_lin.view(&[t * qh, d]), &q);
-            layer.k_norm.forward(enc, &k_lin.view(&[t * kvh, d]), &k);
-            apply_rope(enc, &q, &cos, &sin, qh, 0);
-            apply_rope(enc, &k, &cos, &sin, kvh, 0);
-            kv_append(enc, cache, &k, &v, past);
-            if t <= MAX_DECODE_QUERIES {
-                decode_attention(enc, &q, cache, past, &state.decode_scratch, &attn);
-            } else {
-                prefill_attention(enc, &q, cache, past, &attn);
-            }
-            layer.o_proj.forward_acc(enc, &attn, &x);
-            // post_attention_layernorm → gate|up → SiLU·mul in one pass over the residual stream.
-            let mlp_in = MatmulOpts { rms_norm: layer.post_attention_layernorm.prologue(), silu_mul: true, ..Default::default() };
-            layer.gate_up_proj.forward_with(enc, &x, &act, mlp_in);
-            layer.down_proj.forward_acc(enc, &act, &x);
+            layer.forward(enc, &a, &state.caches[l], &now, &attend);
             if let Some(ds) = visual.and_then(|v| v.deepstack.get(l).map(|f| (v.positions, f))) {
-                scatter_add_rows(enc, &x, ds.0, ds.1);
+                scatter_add_rows(enc, &a.x, ds.0, ds.1);
             }
         }
         let rows = if all_positions { t } else { 1 };
-        let hidden = f32s(&[rows, h])?;
+        let hidden = gpu.empty(DType::F32, &[rows, h])?;
         if all_positions {
-            self.norm.forward(enc, &x, &hidden);
+            self.norm.forward(enc, &a.x, &hidden);
         } else {
             // Only the last position feeds generation: norm it alone.
-            let x_last = f32s(&[1, h])?;
-            enc.copy(&x.buffer, ((t - 1) * h * 4) as u64, &x_last.buffer, 0, (h * 4) as u64);
+            let x_last = gpu.empty(DType::F32, &[1, h])?;
+            enc.copy(&a.x.buffer, ((t - 1) * h * 4) as u64, &x_last.buffer, 0, (h * 4) as u64);
             self.norm.forward(enc, &x_last, &hidden);
         }
         Ok(hidden)

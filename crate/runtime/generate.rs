@@ -7,7 +7,7 @@ use crate::gpu::Gpu;
 use crate::model::{ModelError, Qwen3VL};
 use crate::testing::Rng;
 
-use super::session::{Sampling, Session};
+use super::session::{Decoder, Sampling, Session};
 
 pub struct GenerateOptions {
     pub max_new_tokens: usize,
@@ -73,34 +73,55 @@ impl Stop {
 
 /// Generates from `logits` (the prefill's) until a stop; `on_token` gets each id and returns
 /// false to cancel. Returns the generated ids (the eos included) and why it stopped.
+///
+/// Runs the session's recorded decode step ([`Session::decoder`]): step `k` chooses token `k`
+/// on the GPU and, unless it is the last the budget or the cache allows, runs it through the
+/// model for step `k + 1`. Step `k + 1` is submitted before token `k` is read, so the GPU
+/// always has the next step queued; the stops are checked one step late, and a step run past
+/// the end is left unread (its cache row is overwritten by the next turn). The tokens are
+/// those of choosing and stepping one at a time ([`Session::choose`], [`Session::step`]) with
+/// the same draws.
 pub async fn generate<G: Deref<Target = Gpu>, M: Deref<Target = Qwen3VL>>(
     session: &mut Session<G, M>,
     logits: crate::gpu::Tensor,
     opts: &GenerateOptions,
     mut on_token: impl FnMut(u32) -> bool,
 ) -> Result<(Vec<u32>, Stop), ModelError> {
-    let mut rng = Rng::new(opts.seed);
-    let mut logits = logits;
     let mut out = Vec::new();
     if opts.max_new_tokens == 0 {
         return Ok((out, Stop::MaxTokens));
     }
-    loop {
-        let token = session.choose(&logits, &opts.sampling, rng.uniform()).await?;
+    let mut rng = Rng::new(opts.seed);
+    let mut decoder = session.decoder(&logits, &opts.sampling)?;
+    // Token k is fed unless it is the last: nothing would read its logits.
+    let feeds = |d: &Decoder<G, M>, k: usize| k + 1 < opts.max_new_tokens && d.fits(k);
+    let feed = feeds(&decoder, 0);
+    let mut pending = decoder.submit(rng.uniform(), feed);
+    let stop = loop {
+        let k = out.len();
+        let next = match feeds(&decoder, k) {
+            true => {
+                let feed = feeds(&decoder, k + 1);
+                Some(decoder.submit(rng.uniform(), feed))
+            }
+            false => None,
+        };
+        let token = decoder.read(pending).await?;
         out.push(token);
         if !on_token(token) {
-            return Ok((out, Stop::Cancelled));
+            break Stop::Cancelled;
         }
         if opts.eos.contains(&token) {
-            return Ok((out, Stop::Eos));
+            break Stop::Eos;
         }
-        // The last token is not fed back: nothing would read its logits.
         if out.len() >= opts.max_new_tokens {
-            return Ok((out, Stop::MaxTokens));
+            break Stop::MaxTokens;
         }
-        if session.tokens().len() >= session.capacity() {
-            return Ok((out, Stop::ContextFull));
+        if !decoder.fits(k) {
+            break Stop::ContextFull;
         }
-        logits = session.step(token)?;
-    }
+        pending = next.expect("every fed token has a next step");
+    };
+    decoder.finish(&out[..out.len() - 1]);
+    Ok((out, stop))
 }

@@ -22,7 +22,7 @@ pub use preprocess::{smart_resize, ImageProcessor, PatchSpec, RgbImage, VisionIn
 pub use resize::Resampler;
 pub use generate::{generate, GenerateOptions, Stop, TextStream};
 pub use rope_index::{get_rope_index, RopeIndex};
-pub use session::{Prefilled, Sampling, Session};
+pub use session::{Decoder, Pending, Prefilled, Sampling, Session};
 pub use video::{VideoInput, VideoProcessor};
 
 #[derive(Debug, thiserror::Error)]

@@ -1,13 +1,16 @@
 //! A conversation on the GPU: the KV cache, the tokens it holds, prefill of new turns (the
-//! vision tower only for the new images), decode steps, and token selection.
+//! vision tower only for the new images), decode steps, and token selection: one at a time
+//! ([`Session::step`], [`Session::choose`]), or pipelined through the recorded decode plan
+//! ([`Session::decoder`], which `generate` drives).
 
 use std::hash::{Hash, Hasher};
 use std::ops::{Deref, Range};
 
-use crate::gpu::{DType, Encoder, Gpu, Tensor};
+use crate::gpu::{DType, Encoder, Gpu, Submission, Tensor};
+use crate::kernels::attention::MAX_DECODE_QUERIES;
 use crate::kernels::quant::Format;
 use crate::kernels::sample::{argmax, sample, seen_words, History, SampleParams};
-use crate::model::{ModelError, Qwen3VL, TextState, VisualInput};
+use crate::model::{Choose, DecodePlan, ModelError, Qwen3VL, TextState, VisualInput};
 use crate::runtime::VisionInput;
 
 /// `G` and `M` are handles to the device and the model: plain references natively, `Rc`s where
@@ -30,6 +33,8 @@ pub struct Session<G, M> {
     history: Tensor,
     seen: Tensor,
     picked: Tensor,
+    /// The recorded decode step, built on first use ([`Session::decoder`], [`Session::compile`]).
+    plan: Option<DecodePlan>,
 }
 
 /// How the next token is chosen.
@@ -51,6 +56,7 @@ impl<G: Deref<Target = Gpu>, M: Deref<Target = Qwen3VL>> Session<G, M> {
             history: gpu.empty(DType::U32, &[capacity])?,
             seen: gpu.empty(DType::U32, &[seen_words(vocab)])?,
             picked: gpu.empty(DType::U32, &[1])?,
+            plan: None,
             gpu,
             model,
             tokens: Vec::new(),
@@ -77,6 +83,17 @@ impl<G: Deref<Target = Gpu>, M: Deref<Target = Qwen3VL>> Session<G, M> {
         self.vision.clear();
         self.answer_start = 0;
         self.rope_delta = 0;
+    }
+
+    /// For benchmarks: `n` more positions of token 0 count as cached without being computed
+    /// (their rows keep whatever they hold), so decoding at a long context can be timed
+    /// without its prefill: attention's work depends on the length, not the values.
+    pub fn assume_cached(&mut self, n: usize) -> Result<(), ModelError> {
+        if self.tokens.len() + n > self.capacity() {
+            return Err(ModelError::Input(format!("{} + {n} positions exceed the context of {}", self.tokens.len(), self.capacity())));
+        }
+        self.tokens.resize(self.tokens.len() + n, 0);
+        Ok(())
     }
 
     /// What the last prefill took from the cache and computed.
@@ -217,8 +234,7 @@ impl<G: Deref<Target = Gpu>, M: Deref<Target = Qwen3VL>> Session<G, M> {
             return Err(ModelError::Input(format!("the context of {} tokens is full", self.capacity())));
         }
         let past = self.tokens.len();
-        // Decode positions continue on all three axes from the prompt's rope delta.
-        let p = (past as i64 + self.rope_delta) as u32;
+        let p = self.decode_position(past);
         let mut enc = Encoder::new(&self.gpu);
         let logits = self.model.language_model.forward(&mut enc, &self.state, &[token], &[[p, p, p]], past, None, false)?;
         enc.submit();
@@ -236,13 +252,124 @@ impl<G: Deref<Target = Gpu>, M: Deref<Target = Qwen3VL>> Session<G, M> {
         match sampling {
             Sampling::Greedy => argmax(&mut enc, logits, row, &self.picked),
             Sampling::Sample(p) => {
-                gpu.queue.write_buffer(&self.history.buffer, 0, bytemuck::cast_slice(&self.tokens));
+                gpu.write_buffer(&self.history.buffer, 0, bytemuck::cast_slice(&self.tokens));
                 let history = History { ids: &self.history, len: self.tokens.len(), presence_from: self.answer_start };
-                sample(&mut enc, logits, row, &history, &SampleParams { u, ..*p }, &self.seen, &self.picked);
+                sample(&mut enc, logits, row, &history, &SampleParams { u, ..*p }, &self.seen, &self.picked)?;
             }
         }
         enc.submit();
         Ok(gpu.read_u32(&self.picked).await?[0])
+    }
+
+    /// The M-RoPE position of a generated token at cache row `past`: decode positions continue
+    /// on all three axes from the prompt's rope delta.
+    fn decode_position(&self, past: usize) -> u32 {
+        (past as i64 + self.rope_delta) as u32
+    }
+
+    /// The decode plan, recorded on first use.
+    fn plan(&mut self) -> Result<&DecodePlan, ModelError> {
+        if self.plan.is_none() {
+            self.plan = Some(self.model.language_model.decode_plan(&self.gpu, &self.state, &self.history, &self.seen)?);
+        }
+        Ok(self.plan.as_ref().unwrap())
+    }
+
+    /// Starts generating from the last row of `logits` (the prefill's) with the recorded
+    /// decode step: see [`Decoder`].
+    pub fn decoder(&mut self, logits: &Tensor, sampling: &Sampling) -> Result<Decoder<'_, G, M>, ModelError> {
+        self.plan()?;
+        let (gpu, plan) = (&*self.gpu, self.plan.as_ref().unwrap());
+        if let Sampling::Sample(_) = sampling {
+            // The sampler appends each token it draws; the conversation so far comes first.
+            gpu.write_buffer(&self.history.buffer, 0, bytemuck::cast_slice(&self.tokens));
+        }
+        plan.start(gpu, logits, logits.shape[0] - 1);
+        Ok(Decoder { session: self, sampling: *sampling, submitted: 0 })
+    }
+
+    /// Creates every pipeline this session will use, computing nothing: the decode plan, then
+    /// prefills of each decode-sized length and of a longer prompt with a small image, recorded
+    /// into an encoder that is never submitted. Returns the labels of the pipelines it created.
+    pub fn compile(&mut self) -> Result<Vec<String>, ModelError> {
+        let before = self.gpu.kernel_labels().len();
+        self.plan()?;
+        let (gpu, model) = (&*self.gpu, &*self.model);
+        let c = &model.config;
+        let v = &c.vision_config;
+        let merge = v.spatial_merge_size;
+        // Three by three merged tokens: the mergers see more rows than one GEMV takes, and as
+        // many past a multiple of four as the single-row GEMV variants need.
+        let grid = [1, 3 * merge, 3 * merge];
+        let image_rows = 9;
+        let patch = v.in_channels * v.temporal_patch_size * v.patch_size * v.patch_size;
+        let mut enc = Encoder::new(gpu);
+        let vision = model.visual.forward(&mut enc, &vec![0.0; grid.iter().product::<usize>() * patch], &[grid])?;
+        let rows: Vec<u32> = (1..=image_rows as u32).collect();
+        let rows = gpu.upload_u32(&rows, &[image_rows])?;
+        let visual = VisualInput { positions: &rows, embeds: &vision.embeds, deepstack: &vision.deepstack };
+        for t in (1..=MAX_DECODE_QUERIES).chain([image_rows + 2]).filter(|&t| t <= self.capacity()) {
+            let ids = vec![0; t];
+            let positions: Vec<[u32; 3]> = (0..t as u32).map(|p| [p; 3]).collect();
+            let visual = (t > image_rows).then_some(&visual);
+            model.language_model.hidden_states(&mut enc, &self.state, &ids, &positions, 0, visual, false)?;
+        }
+        Ok(gpu.kernel_labels().split_off(before))
+    }
+}
+
+/// One answer being generated with the session's recorded decode step. Step `k` chooses token
+/// `k` on the GPU and, when fed, runs it through the model for step `k + 1`: submitting step
+/// `k + 1` before reading token `k` keeps the GPU busy while the host looks at each token.
+pub struct Decoder<'s, G, M> {
+    session: &'s mut Session<G, M>,
+    sampling: Sampling,
+    /// Steps submitted so far.
+    submitted: usize,
+}
+
+/// A submitted step whose token has not been read yet.
+pub struct Pending {
+    step: usize,
+    submission: Submission,
+}
+
+impl<G: Deref<Target = Gpu>, M: Deref<Target = Qwen3VL>> Decoder<'_, G, M> {
+    /// Whether step `k`'s token can be fed: the cache has a row for it.
+    pub fn fits(&self, k: usize) -> bool {
+        self.session.tokens.len() + k < self.session.capacity()
+    }
+
+    /// Submits the next step, whose sampling draws `u` (ignored when greedy); with `feed`
+    /// (which needs [`Decoder::fits`]) its token is run through the model for the step after.
+    pub fn submit(&mut self, u: f32, feed: bool) -> Pending {
+        let (k, s) = (self.submitted, &*self.session);
+        assert!(!feed || self.fits(k), "step {k} does not fit the cache");
+        let past = s.tokens.len() + k;
+        let mut values = s.model.language_model.decode_values(&s.state, past, s.decode_position(past));
+        let choose = match self.sampling {
+            Sampling::Greedy => Choose::Greedy,
+            Sampling::Sample(p) => {
+                values = values.sampling(&SampleParams { u, ..p }, past, s.answer_start);
+                Choose::Sample
+            }
+        };
+        let plan = s.plan.as_ref().expect("built by Session::decoder");
+        let submission = plan.submit(&s.gpu, k, &values, choose, feed);
+        self.submitted += 1;
+        Pending { step: k, submission }
+    }
+
+    /// The token of a submitted step (read in submission order).
+    pub async fn read(&self, pending: Pending) -> Result<u32, ModelError> {
+        let plan = self.session.plan.as_ref().expect("built by Session::decoder");
+        Ok(plan.token(&self.session.gpu, pending.step, &pending.submission).await?)
+    }
+
+    /// Ends the answer: `fed`, the tokens that were run through the model, join the
+    /// conversation (a step fed past the end is forgotten: its cache row is overwritten later).
+    pub fn finish(self, fed: &[u32]) {
+        self.session.tokens.extend_from_slice(fed);
     }
 }
 

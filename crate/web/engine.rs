@@ -10,8 +10,8 @@ use wasm_bindgen_futures::future_to_promise;
 use crate::gpu::{Gpu, Profile};
 use crate::kernels::quant::Format;
 use crate::model::{GenerationConfig, ModelError, ModelFolder, Qwen3VL};
-use crate::runtime::request::{self, ChatOptions, Request};
-use crate::runtime::{generate, Content, Message, Qwen3VLProcessor, RgbImage, Session, TextStream};
+use crate::runtime::request::{self, Request};
+use crate::runtime::{generate, Qwen3VLProcessor, Session, TextStream};
 
 use super::convert::{chat_options, conversation};
 use super::folder::Folder;
@@ -43,7 +43,7 @@ impl Engine {
     /// Loads a model folder onto the GPU: `options.weights` "q4" (default), "f16" or "f32";
     /// `options.contextLength` cache positions (default 4096); `options.onProgress(p)` with
     /// `{ phase: "upload", done, total, file }` as the weights are read, then `phase: "compile"`
-    /// (0 of 1, 1 of 1) around the pipelines' warm-up, which `options.warmUp: false` skips.
+    /// once per pipeline created by the warm-up (`warm_up`), which `options.warmUp: false` skips.
     pub async fn load(folder: JsValue, options: JsValue) -> Result<Engine, JsError> {
         let folder = Folder::new(folder).map_err(fail)?;
         let format = match get(&options, "weights") {
@@ -78,14 +78,7 @@ impl Engine {
             w => w.as_bool().ok_or_else(|| fail("warmUp must be true or false"))?,
         };
         if warm {
-            let compile = progress.map(|p| p.then("compile"));
-            if let Some(p) = &compile {
-                p.report(0, 1, "pipelines").map_err(fail)?;
-            }
-            warm_up(&mut inner).await?;
-            if let Some(p) = &compile {
-                p.report(1, 1, "pipelines").map_err(fail)?;
-            }
+            warm_up(&mut inner, progress.map(|p| p.then("compile"))).await?;
         }
         Ok(Engine { inner: Rc::new(RefCell::new(inner)) })
     }
@@ -133,21 +126,24 @@ impl Engine {
     }
 }
 
-/// Answers one question about a small grey image (two new tokens) and forgets it, so that the
-/// pipelines a chat uses are compiled inside the load, not inside the first answer (on a
-/// software adapter compiling is most of that answer's time). Skipped when the cache is too
-/// small for it.
-async fn warm_up(inner: &mut Inner) -> Result<(), JsError> {
-    let image = RgbImage::new(64, 64, vec![128; 64 * 64 * 3]).map_err(fail)?;
-    let messages = [Message::user(vec![Content::Image, Content::Text("?".into())])];
-    let options = ChatOptions { max_new_tokens: Some(2), ..ChatOptions::default() };
-    let req = Request::new(&inner.processor, &messages, &[image.into()], &[], &options, &inner.generation).map_err(fail)?;
-    if req.capacity() > inner.session.capacity() {
-        return Ok(());
+/// Creates every pipeline the session will use (the decode plan, the prefill lengths, the
+/// vision tower: `Session::compile`, which computes nothing), so that compiling happens inside
+/// the load, not inside the first answer: on a software adapter compiling is most of that
+/// answer's time. Reports `{ phase: "compile", done, total, file }` per pipeline as it is
+/// created, and a last step when the GPU has finished compiling them (the browser compiles in
+/// its GPU process, in order, so waiting for the queue waits for that).
+async fn warm_up(inner: &mut Inner, progress: Option<Progress>) -> Result<(), JsError> {
+    let labels = inner.session.compile().map_err(fail)?;
+    let total = labels.len() as u64 + 1;
+    if let Some(p) = &progress {
+        for (i, label) in labels.iter().enumerate() {
+            p.report(i as u64 + 1, total, label).map_err(fail)?;
+        }
     }
-    let logits = inner.session.prefill(&req.prompt.input_ids, &req.prompt.rope.position_ids, req.prompt.rope.rope_delta, &req.images, &req.videos, false).map_err(fail)?;
-    generate(&mut inner.session, logits, &req.options, |_| true).await.map_err(fail)?;
-    inner.session.reset();
+    inner.gpu.settle().await;
+    if let Some(p) = &progress {
+        p.report(total, total, "pipelines").map_err(fail)?;
+    }
     Ok(())
 }
 

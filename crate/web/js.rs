@@ -6,13 +6,7 @@ use std::cell::Cell;
 use js_sys::{Function, Object, Reflect};
 use wasm_bindgen::{JsCast, JsValue};
 
-#[wasm_bindgen::prelude::wasm_bindgen]
-extern "C" {
-    /// `performance.now()`: milliseconds, in windows and workers alike (`std::time::Instant`
-    /// panics on wasm32-unknown-unknown).
-    #[wasm_bindgen(js_namespace = performance, js_name = now)]
-    pub fn now_ms() -> f64;
-}
+pub use crate::gpu::now_ms;
 
 /// The message of a thrown JS value (an `Error`'s `message`, else its string form).
 pub fn error_message(e: &JsValue) -> String {

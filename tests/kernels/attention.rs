@@ -1,5 +1,6 @@
 use qwen3_vl_webgpu::gpu::{DType, Encoder, Gpu, Tensor};
 use qwen3_vl_webgpu::kernels::attention::*;
+use qwen3_vl_webgpu::kernels::step::StepValues;
 use qwen3_vl_webgpu::testing::{assert_close, filled_cache, Rng, AMP};
 
 use crate::gpus;
@@ -103,11 +104,43 @@ const DECODE: &[(usize, usize, usize, usize, usize)] = &[
 
 #[test]
 fn decode_attention_matches_reference() {
+    // The minimum profile combines the splits in a second pass, the full one (lavapipe has
+    // device-scope barriers) in the last workgroup of each head: both run here.
     check_causal("decode", 12, DECODE, |enc, q, cache, past, out| {
-        let q_heads = q.shape[1];
+        let (t, q_heads) = (q.shape[0], q.shape[1]);
         let scratch = decode_scratch(enc.gpu, cache, q_heads, MAX_DECODE_QUERIES).unwrap();
-        decode_attention(enc, q, cache, past, &scratch, out);
+        let now = StepValues::new(past).attention(decode_split(cache, q_heads, t, past)).upload(enc.gpu).unwrap();
+        decode_attention(enc, q, cache, &now, &scratch, out);
     });
+}
+
+/// Layers share one scratch: with the splits combined by the last workgroup of each head, its
+/// counters must be back at zero for the next dispatch. Two dispatches in one submission, over
+/// enough keys for many splits, each against the reference.
+#[test]
+fn decode_attention_reuses_its_scratch() {
+    let mut rng = Rng::new(14);
+    let (q_heads, kv_heads, d, past) = (4, 2, 64, 2000);
+    for gpu in gpus() {
+        assert_eq!(gpu.caps.device_fence, gpu.caps.profile == qwen3_vl_webgpu::gpu::Profile::Full, "lavapipe fences at device scope");
+        let (cache, k, v) = filled_cache(gpu, &mut rng, kv_heads, d, past + 1, DType::F16).unwrap();
+        let scratch = decode_scratch(gpu, &cache, q_heads, 1).unwrap();
+        let now = StepValues::new(past).attention(decode_split(&cache, q_heads, 1, past)).upload(gpu).unwrap();
+        assert!(decode_split(&cache, q_heads, 1, past).splits > 1);
+        let qs: Vec<Vec<f32>> = (0..2).map(|_| rng.vec(q_heads * d, AMP)).collect();
+        let outs: Vec<Tensor> = (0..2).map(|_| gpu.poisoned(DType::F32, &[1, q_heads * d]).unwrap()).collect();
+        let gqs: Vec<Tensor> = qs.iter().map(|q| gpu.upload_f32(q, &[1, q_heads, d]).unwrap()).collect();
+        let mut enc = Encoder::new(gpu);
+        for (q, out) in gqs.iter().zip(&outs) {
+            decode_attention(&mut enc, q, &cache, &now, &scratch, out);
+        }
+        enc.submit();
+        for (i, (q, out)) in qs.iter().zip(&outs).enumerate() {
+            let want = attention_ref(q, &k, &v, q_heads, kv_heads, d, &causal_keys(1, past));
+            assert_close(&format!("dispatch {i} {:?}", gpu.caps.profile), &read(gpu, out), &want, TOL);
+        }
+        assert!(gpu.read_u32_blocking(&scratch.counters).unwrap().iter().all(|&c| c == 0), "counters reset");
+    }
 }
 
 #[test]

@@ -10,6 +10,7 @@ mod embed;
 mod errors;
 mod matmul;
 mod norm;
+mod qk_rope;
 mod quant;
 mod rope;
 mod sample;

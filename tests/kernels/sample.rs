@@ -1,4 +1,4 @@
-use qwen3_vl_webgpu::gpu::{DType, Encoder, Gpu};
+use qwen3_vl_webgpu::gpu::{DType, Encoder, Gpu, POISON};
 use qwen3_vl_webgpu::kernels::sample::*;
 use qwen3_vl_webgpu::testing::{assert_close, Rng};
 
@@ -7,17 +7,23 @@ use crate::gpus;
 const VOCAB: usize = 151936;
 
 /// `sample` on `logits[row]` (`logits` is `[rows, vocab]`), fresh tensors each call since the
-/// penalties work in place; the output and the scratch start poisoned.
+/// penalties work in place; the output, the scratch and the history's next slot start
+/// poisoned, and the token must also land in that slot (what a decode loop's next step reads).
 fn gpu_sample(gpu: &Gpu, logits: &[f32], rows: usize, row: usize, history: &[u32], presence_from: usize, params: &SampleParams) -> u32 {
     let vocab = logits.len() / rows;
     let gl = gpu.upload_f32(logits, &[rows, vocab]).unwrap();
-    let gh = gpu.upload_u32(history, &[history.len()]).unwrap();
+    let slots: Vec<u32> = history.iter().copied().chain([POISON]).collect();
+    let gh = gpu.upload_u32(&slots, &[slots.len()]).unwrap();
     let seen = gpu.poisoned(DType::U32, &[seen_words(vocab)]).unwrap();
     let out = gpu.poisoned(DType::U32, &[1]).unwrap();
     let mut enc = Encoder::new(gpu);
-    sample(&mut enc, &gl, row, &History { ids: &gh, len: history.len(), presence_from }, params, &seen, &out);
+    sample(&mut enc, &gl, row, &History { ids: &gh, len: history.len(), presence_from }, params, &seen, &out).unwrap();
     enc.submit();
-    gpu.read_u32_blocking(&out).unwrap()[0]
+    let token = gpu.read_u32_blocking(&out).unwrap()[0];
+    let after = gpu.read_u32_blocking(&gh).unwrap();
+    assert_eq!(after[..history.len()], *history, "the history is kept");
+    assert_eq!(after[history.len()], token, "the token is appended to the history");
+    token
 }
 
 fn gpu_argmax(gpu: &Gpu, logits: &[f32], rows: usize, row: usize) -> u32 {
@@ -156,7 +162,7 @@ fn penalties_apply_in_place_as_documented() {
         let seen = gpu.poisoned(DType::U32, &[seen_words(vocab)]).unwrap();
         let out = gpu.poisoned(DType::U32, &[1]).unwrap();
         let mut enc = Encoder::new(gpu);
-        sample(&mut enc, &gl, 1, &History { ids: &gh, len: hist.len(), presence_from: 120 }, &params, &seen, &out);
+        sample(&mut enc, &gl, 1, &History { ids: &gh, len: hist.len(), presence_from: 120 }, &params, &seen, &out).unwrap();
         enc.submit();
         let got = gpu.read_f32_blocking(&gl).unwrap();
         // Row 0 untouched; row 1 penalised once per token. Same f32 operations as the
