@@ -53,8 +53,11 @@ pub async fn run(gpu: &Gpu, model: &Qwen3VL, opts: &Options, mut on_row: impl Fn
     row(format!("ViT, one 640×480 frame ({} patches)", frame.grid_thw.iter().product::<usize>()), secs(now_ms() - start));
 
     let mut rng = Rng::new(1);
+    let c = &model.config;
+    // Text ids: no image or video pads, which would ask for their pixels.
+    let text_ids = c.image_token_id.min(c.video_token_id).min(c.text_config.vocab_size as u32) as u64;
     let n = opts.prefill_tokens;
-    let ids: Vec<u32> = (0..n).map(|_| rng.below(model.config.text_config.vocab_size as u64) as u32).collect();
+    let ids: Vec<u32> = (0..n).map(|_| rng.below(text_ids) as u32).collect();
     let start = now_ms();
     let logits = session.prefill(&ids, &text_positions(n), 0, &[], &[], false)?;
     session.choose(&logits, &Sampling::Greedy, 0.0).await?;
@@ -79,12 +82,11 @@ pub async fn run(gpu: &Gpu, model: &Qwen3VL, opts: &Options, mut on_row: impl Fn
     }
 
     // Time to first token for one frame and 32 text tokens, through the session as a chat does.
-    let c = &model.config;
-    let mut ids: Vec<u32> = (0..16).map(|_| rng.below(c.text_config.vocab_size as u64) as u32).collect();
+    let mut ids: Vec<u32> = (0..16).map(|_| rng.below(text_ids) as u32).collect();
     ids.push(c.vision_start_token_id);
     ids.extend(std::iter::repeat_n(c.image_token_id, frame.num_tokens(c.vision_config.spatial_merge_size)));
     ids.push(c.vision_end_token_id);
-    ids.extend((0..16).map(|_| rng.below(c.text_config.vocab_size as u64) as u32));
+    ids.extend((0..16).map(|_| rng.below(text_ids) as u32));
     let rope = get_rope_index(&ids, c.image_token_id, c.video_token_id, &[frame.grid_thw], &[], c.vision_config.spatial_merge_size)?;
     session.reset();
     let start = now_ms();
