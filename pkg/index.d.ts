@@ -69,9 +69,10 @@ export interface RGBAImage {
 
 export type ContentPart =
   | { type: "text"; text: string }
-  | { type: "image"; image: ImageInput }
+  /** `maxPixels`: this image's pixel budget, over the chat's (see ChatOptions.maxPixels). */
+  | { type: "image"; image: ImageInput; maxPixels?: number }
   /** A URL: http(s), data: or blob:. */
-  | { type: "image_url"; image_url: string | { url: string; detail?: string } }
+  | { type: "image_url"; image_url: string | { url: string; detail?: string }; maxPixels?: number }
   /** Frames of one video with their times in seconds (e.g. the last seconds of a camera:
    *  see the README's "video" section). */
   | { type: "video"; frames: ImageInput[]; timestamps: number[] };
@@ -91,6 +92,11 @@ export interface GenerationOptions {
   seed?: number;
   /** Argmax decoding: the same ids as `qwen3-vl run --greedy`. */
   greedy?: boolean;
+  /** The most pixels of an image (default 786432: 1024×768, 768 tokens); it caps the model's
+   *  preprocessor_config.json maximum, keeping the aspect ratio. An image part's own wins. */
+  maxPixels?: number;
+  /** The most pixels of all of a video's frames together (default 1572864). */
+  videoMaxPixels?: number;
 }
 
 /** Unknown keys are an Error naming them. */
@@ -112,7 +118,16 @@ export interface ChatResult {
   promptTokens: number;
   /** The prompt's token ids (chat template, image and video pads, timestamps). */
   promptIds: number[];
-  timings: { timeToFirstTokenMs: number; prefillTokensPerS: number; decodeTokensPerS: number; totalMs: number };
+  /** `cachedTokens` of the prompt came from earlier turns' cache, `computedTokens` were computed
+   *  now (the prefill rate counts only these). */
+  timings: {
+    timeToFirstTokenMs: number;
+    cachedTokens: number;
+    computedTokens: number;
+    prefillTokensPerS: number;
+    decodeTokensPerS: number;
+    totalMs: number;
+  };
 }
 
 /** Text deltas as they are generated, and the final result. */

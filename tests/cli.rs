@@ -250,6 +250,39 @@ fn bad_images_are_one_line_and_a_failure() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Limits are checked before any GPU work and end in one line and exit code 1 (never a panic's
+/// 101): a prompt over the context, an image whose tokens overflow `--context-length`, a budget
+/// under the processor's minimum. Within them a photo far over the budget answers, resized.
+#[test]
+fn limits_are_one_line_errors_and_big_photos_answer() {
+    let dir = tiny_folder("limits");
+    let d = dir.to_str().unwrap();
+    let photo = dir.join("photo_2000x1500.png");
+    image::RgbImage::from_fn(2000, 1500, |x, y| image::Rgb([(x / 8) as u8, (y / 6) as u8, 128])).save(&photo).unwrap();
+    let p = photo.to_str().unwrap();
+    let long = "the square is red. ".repeat(1200);
+    let cases: &[(&[&str], &str)] = &[
+        (&["run", "--model", d, "--prompt", &long], "but the context holds 4096"),
+        (&["run", "--model", d, "--image", p, "--prompt", "hi", "--context-length", "20"], "but the context holds 20"),
+        (&["run", "--model", d, "--image", p, "--prompt", "hi", "--max-pixels", "100"], "a budget of 100 pixels is below the processor's minimum of 1024"),
+    ];
+    for (args, needle) in cases {
+        let out = qwen3_vl(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{:?}: {err}", &args[..args.len().min(6)]);
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+        assert!(err.starts_with("error") && err.contains(needle), "{err}");
+    }
+    // The tiny processor's own maximum (16384 pixels) caps the default budget: 96×128, 12 tokens;
+    // --max-pixels 4096 gives 32×64, 2 tokens.
+    let ask = |extra: &[&str]| json_of(&qwen3_vl(&[&["run", "--model", d, "--image", p, "--prompt", "hi", "--greedy", "--json", "--max-new-tokens", "2"], extra].concat()), "run");
+    let (full, small) = (ask(&[]), ask(&["--max-pixels", "4096"]));
+    let tokens = |v: &serde_json::Value, k: &str| v[k].as_u64().unwrap();
+    assert_eq!(tokens(&full, "prompt_tokens") - tokens(&small, "prompt_tokens"), 10);
+    assert_eq!((tokens(&full, "cached_tokens"), tokens(&full, "computed_tokens")), (0, tokens(&full, "prompt_tokens")));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// A copy of `dir` with `edit` applied to its file `name`.
 fn variant(dir: &Path, tag: &str, name: &str, edit: impl FnOnce(Vec<u8>) -> Vec<u8>) -> std::path::PathBuf {
     let out = dir.with_file_name(format!("{}-{tag}", dir.file_name().unwrap().to_str().unwrap()));

@@ -699,3 +699,24 @@ fn tensors_past_the_binding_limit_are_refused_before_uploading() {
     assert!(matches!(&e, ModelError::Gpu(GpuError::TooLarge { what, .. }) if what.contains("pos_embed")), "{e}");
     assert_eq!(gpu.memory.live(), 0, "nothing was uploaded");
 }
+
+/// The synthetic checkpoints have the real models' sizes (and `tiny` a small one that still
+/// validates as a whole), and an unknown size is an error naming the sizes there are.
+#[test]
+fn synthetic_configs_have_the_real_sizes() {
+    use qwen3_vl_webgpu::model::{synthetic, validate};
+    let sizes = |s: &str| {
+        let c = synthetic::config(s).unwrap();
+        let t = &c.text_config;
+        (t.hidden_size, t.intermediate_size, t.num_attention_heads, t.num_key_value_heads, t.num_hidden_layers, c.vision_config.depth, c.vision_config.out_hidden_size)
+    };
+    assert_eq!(sizes("2b"), (2048, 6144, 16, 8, 28, 24, 2048));
+    assert_eq!(sizes("4b"), (2560, 9728, 32, 8, 36, 24, 2560));
+    assert_eq!(sizes("tiny"), (128, 256, 4, 2, 2, 2, 128));
+    for s in ["2b", "4b", "tiny"] {
+        let folder = synthetic::folder(synthetic::config(s).unwrap()).unwrap();
+        validate(&folder.config, &folder.checkpoint).unwrap();
+    }
+    let e = synthetic::config("8b").unwrap_err().to_string();
+    assert!(e.contains("2b, 4b or tiny"), "{e}");
+}

@@ -424,7 +424,6 @@ fn session_cache_tells_same_size_inputs_apart() {
         assert_close(&format!("{case}: B after A"), &logits_b, &alone_logits, F32_TOL);
         // The check can fail: A's answer is not B's.
         assert!(rel_err(&logits_a, &alone_logits) > 1e-2, "{case}: A and B give the same logits");
-        // Reused up to the changed input's first pad; only that input was encoded again.
         // Reused up to the changed input's first pad; it and the inputs after it are encoded again.
         let merge = c.vision_config.spatial_merge_size;
         let firsts = |pad: u32, inputs: &[VisionInput]| -> Vec<usize> {

@@ -5,6 +5,7 @@
 //   ?model=<HF id | URL>   load this model at once (an id "owner/name", or an absolute or
 //                          page-relative URL of a model folder: "/tests/…/tiny-q4/")
 //   ?sw=0                  no service worker (and unregister one left from an earlier visit)
+//   ?maxPixels=N           every image's pixel budget (default: the package's, 1024×768)
 //
 // Test hooks: window.qwenDemo
 //   state        "starting" | "no-webgpu" | "idle" | "loading" | "ready" | "generating" | "error"
@@ -410,7 +411,10 @@ function statsLine(result, wall) {
     const ttft = Number.isFinite(t.timeToFirstTokenMs) ? t.timeToFirstTokenMs : wall.ttft;
     const parts = [];
     if (Number.isFinite(ttft)) parts.push(`first token ${(ttft / 1000).toFixed(2)} s`);
-    if (Number.isFinite(t.prefillTokensPerS)) parts.push(`prefill ${t.prefillTokensPerS.toFixed(1)} tok/s`);
+    if (Number.isFinite(t.prefillTokensPerS)) {
+        const cached = t.cachedTokens ? `, ${t.cachedTokens} cached` : "";
+        parts.push(`prefill ${t.prefillTokensPerS.toFixed(1)} tok/s (${t.computedTokens} new${cached})`);
+    }
     if (Number.isFinite(t.decodeTokensPerS)) parts.push(`${t.decodeTokensPerS.toFixed(1)} tok/s`);
     if (result.ids) parts.push(`${result.ids.length} tokens`);
     if (result.stop && result.stop !== "stop") parts.push({ length: "hit max tokens", context_full: "context full" }[result.stop] ?? result.stop);
@@ -462,6 +466,7 @@ async function answer(text, attached, options) {
     try {
         const stream = demo.model.chat(conversation, {
             maxNewTokens: Number($("max-tokens").value) || 512,
+            ...(params.has("maxPixels") ? { maxPixels: Number(params.get("maxPixels")) } : {}),
             ...options,
             signal: controller.signal,
         });

@@ -339,6 +339,11 @@ impl Gpu {
         faults.first.take().map_or(Ok(()), Err)
     }
 
+    /// Why the device was lost, if it was.
+    pub fn lost(&self) -> Option<String> {
+        self.faults.lock().unwrap_or_else(|p| p.into_inner()).lost.clone()
+    }
+
     /// Runs `work` inside out-of-memory and validation error scopes, and records what they catch
     /// for [`Gpu::check`]: natively before this returns, in the browser when the scopes' promises
     /// settle (before a later read-back's).

@@ -76,26 +76,31 @@ async fn read_pairs(gpu: &Gpu, resolve: &wgpu::Buffer, pairs: u32) -> Result<Vec
 /// GPU time of every dispatch of one profiled submission ([`Encoder::profile`]), each in its
 /// own pass between two timestamps, summed by kernel family (shader file and entry point).
 pub struct Profiler {
-    set: wgpu::QuerySet,
-    resolve: wgpu::Buffer,
-    capacity: u32,
+    /// Query sets of [`PROFILE_SET`] dispatches each, added as a submission needs them.
+    sets: RefCell<Vec<(wgpu::QuerySet, wgpu::Buffer)>>,
     families: RefCell<Vec<(&'static str, &'static str)>>,
 }
 
+/// Dispatches per query set: WebGPU's 4096 timestamps.
+const PROFILE_SET: u32 = 2048;
+
 impl Profiler {
-    /// Room for `dispatches` dispatches; `None` without timestamp queries.
-    pub fn new(gpu: &Gpu, dispatches: u32) -> Option<Profiler> {
-        if !gpu.caps.timestamps {
-            return None;
-        }
-        let (set, resolve) = query_set(gpu, 2 * dispatches);
-        Some(Profiler { set, resolve, capacity: dispatches, families: RefCell::new(Vec::new()) })
+    /// `None` without timestamp queries.
+    pub fn new(gpu: &Gpu) -> Option<Profiler> {
+        gpu.caps.timestamps.then(|| Profiler { sets: RefCell::new(Vec::new()), families: RefCell::new(Vec::new()) })
     }
 
     /// Seconds per kernel family, in the order families first ran.
     pub async fn read(&self, gpu: &Gpu) -> Result<Vec<((&'static str, &'static str), f64)>, GpuError> {
         let families = self.families.borrow().clone();
-        let times = read_pairs(gpu, &self.resolve, families.len() as u32).await?;
+        let resolves: Vec<wgpu::Buffer> = self.sets.borrow().iter().map(|(_, r)| r.clone()).collect();
+        let mut times = Vec::with_capacity(families.len());
+        for (i, resolve) in resolves.iter().enumerate() {
+            let used = (families.len() as u32).saturating_sub(i as u32 * PROFILE_SET).min(PROFILE_SET);
+            if used > 0 {
+                times.extend(read_pairs(gpu, resolve, used).await?);
+            }
+        }
         let mut out: Vec<((&'static str, &'static str), f64)> = Vec::new();
         for (f, t) in families.into_iter().zip(times) {
             match out.iter_mut().find(|(g, _)| *g == f) {
@@ -104,6 +109,29 @@ impl Profiler {
             }
         }
         Ok(out)
+    }
+
+    /// The query set and index of the next dispatch's timestamps, for `family`.
+    fn next(&self, gpu: &Gpu, family: (&'static str, &'static str)) -> (wgpu::QuerySet, u32) {
+        let mut families = self.families.borrow_mut();
+        let i = families.len() as u32;
+        families.push(family);
+        let mut sets = self.sets.borrow_mut();
+        if (i / PROFILE_SET) as usize == sets.len() {
+            sets.push(query_set(gpu, 2 * PROFILE_SET));
+        }
+        (sets[(i / PROFILE_SET) as usize].0.clone(), 2 * (i % PROFILE_SET))
+    }
+
+    /// Resolves the timestamps of the dispatches recorded so far.
+    fn resolve(&self, enc: &mut wgpu::CommandEncoder) {
+        let n = self.families.borrow().len() as u32;
+        for (i, (set, resolve)) in self.sets.borrow().iter().enumerate() {
+            let used = n.saturating_sub(i as u32 * PROFILE_SET).min(PROFILE_SET);
+            if used > 0 {
+                enc.resolve_query_set(set, 0..2 * used, resolve, 0);
+            }
+        }
     }
 }
 
@@ -286,10 +314,7 @@ impl<'g> Encoder<'g> {
             }
             w.pass = None;
             if let Some(p) = self.profiler {
-                let n = p.families.borrow().len() as u32;
-                if n > 0 {
-                    w.enc.resolve_query_set(&p.set, 0..2 * n, &p.resolve, 0);
-                }
+                p.resolve(&mut w.enc);
             }
             gpu.submit(w.enc.finish())
         });
@@ -321,10 +346,8 @@ impl Writer<'_> {
             Op::Dispatch { pipeline, bind_group, groups, family } => {
                 bump(&self.gpu.counters.dispatches, 1);
                 if let Some(p) = self.profiler {
-                    let i = p.families.borrow().len() as u32;
-                    assert!(i < p.capacity, "profiler sized for {} dispatches", p.capacity);
-                    p.families.borrow_mut().push(*family);
-                    let writes = wgpu::ComputePassTimestampWrites { query_set: &p.set, beginning_of_pass_write_index: Some(2 * i), end_of_pass_write_index: Some(2 * i + 1) };
+                    let (set, i) = p.next(self.gpu, *family);
+                    let writes = wgpu::ComputePassTimestampWrites { query_set: &set, beginning_of_pass_write_index: Some(i), end_of_pass_write_index: Some(i + 1) };
                     self.begin(Some(writes));
                 } else if self.pass.is_none() {
                     self.begin(None);

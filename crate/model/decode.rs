@@ -6,7 +6,7 @@
 //! it into the read-back ring and runs it through the model for the next step: the host reads
 //! tokens while the GPU is already on the following step.
 
-use crate::gpu::{DType, Encoder, Gpu, GpuError, ReadRing, Recording, Submission, Tensor};
+use crate::gpu::{DType, Encoder, Gpu, GpuError, Profiler, ReadRing, Recording, Submission, Tensor};
 use crate::kernels::embed::embed;
 use crate::kernels::matmul::{matmul_with, MatmulOpts};
 use crate::kernels::sample::{argmax, sample_step};
@@ -91,10 +91,14 @@ impl DecodePlan {
 
     /// Step `i`: writes its `values`, then in one submit chooses its token, copies it into
     /// the read-back ring and, with `feed`, runs it through the model for step `i + 1` (its
-    /// keys and values into the cache row of `values`).
-    pub fn submit(&self, gpu: &Gpu, i: usize, values: &StepValues, choose: Choose, feed: bool) -> Submission {
+    /// keys and values into the cache row of `values`). With a `profiler`, every dispatch is
+    /// timed (benchmarks).
+    pub fn submit(&self, gpu: &Gpu, i: usize, values: &StepValues, choose: Choose, feed: bool, profiler: Option<&Profiler>) -> Submission {
         gpu.write_buffer(&self.now.buffer, 0, &values.bytes());
         let mut enc = Encoder::new(gpu);
+        if let Some(p) = profiler {
+            enc.profile(p);
+        }
         enc.replay(match choose {
             Choose::Greedy => &self.greedy,
             Choose::Sample => &self.sampled,

@@ -24,19 +24,41 @@ const CONFIG_2B: &str = r#"{
   }
 }"#;
 
-/// The config of the real `2b` or `4b` model (the 4B differs in the text sizes only).
+/// The config of the real `2b` or `4b` model (the 4B differs in the text sizes only), or
+/// `tiny`: two layers of each tower at small widths with the real vocabulary and token ids,
+/// for tests of the benchmark's plumbing.
 pub fn config(size: &str) -> Result<Qwen3VLConfig, LoadError> {
-    let json = match size {
-        "2b" => CONFIG_2B.to_string(),
-        "4b" => CONFIG_2B
-            .replace(r#""hidden_size": 2048"#, r#""hidden_size": 2560"#)
-            .replace(r#""intermediate_size": 6144"#, r#""intermediate_size": 9728"#)
-            .replace(r#""num_attention_heads": 16"#, r#""num_attention_heads": 32"#)
-            .replace(r#""num_hidden_layers": 28"#, r#""num_hidden_layers": 36"#)
-            .replace(r#""out_hidden_size": 2048"#, r#""out_hidden_size": 2560"#),
-        _ => return Err(LoadError::Config { file: "--synthetic".into(), key: size.into(), reason: "is not 2b or 4b".into() }),
+    let changes: &[(&str, serde_json::Value)] = match size {
+        "2b" => &[],
+        "4b" => &[
+            ("/text_config/hidden_size", 2560.into()),
+            ("/text_config/intermediate_size", 9728.into()),
+            ("/text_config/num_attention_heads", 32.into()),
+            ("/text_config/num_hidden_layers", 36.into()),
+            ("/vision_config/out_hidden_size", 2560.into()),
+        ],
+        "tiny" => &[
+            ("/text_config/head_dim", 32.into()),
+            ("/text_config/hidden_size", 128.into()),
+            ("/text_config/intermediate_size", 256.into()),
+            ("/text_config/num_attention_heads", 4.into()),
+            ("/text_config/num_hidden_layers", 2.into()),
+            ("/text_config/num_key_value_heads", 2.into()),
+            ("/text_config/rope_parameters/mrope_section", serde_json::json!([6, 5, 5])),
+            ("/vision_config/deepstack_visual_indexes", serde_json::json!([0])),
+            ("/vision_config/depth", 2.into()),
+            ("/vision_config/hidden_size", 64.into()),
+            ("/vision_config/intermediate_size", 128.into()),
+            ("/vision_config/num_heads", 2.into()),
+            ("/vision_config/out_hidden_size", 128.into()),
+        ],
+        _ => return Err(LoadError::Config { file: "--synthetic".into(), key: size.into(), reason: "is not 2b, 4b or tiny".into() }),
     };
-    Qwen3VLConfig::from_json(&json)
+    let mut json: serde_json::Value = serde_json::from_str(CONFIG_2B).expect("CONFIG_2B is JSON");
+    for (pointer, value) in changes {
+        *json.pointer_mut(pointer).expect("a key of CONFIG_2B") = value.clone();
+    }
+    Qwen3VLConfig::from_json(&json.to_string())
 }
 
 /// A safetensors file of `config`'s tensors whose data bytes are a hash of their offset.

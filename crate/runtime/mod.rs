@@ -5,6 +5,7 @@
 //! a conversation's KV cache, prefill and decode ([`session`]) and the generation loop
 //! ([`generate`]). [`request`] prepares one chat request from all of these for every face.
 
+pub mod bench;
 pub mod chat;
 pub mod generate;
 pub mod preprocess;
@@ -54,4 +55,6 @@ pub enum RuntimeError {
     Budget { max_pixels: usize, min_pixels: usize },
     #[error("the prompt needs {prompt} tokens but the context holds {capacity}")]
     Capacity { prompt: usize, capacity: usize },
+    #[error(transparent)]
+    Model(#[from] crate::model::ModelError),
 }

@@ -6,7 +6,7 @@
 use std::hash::{Hash, Hasher};
 use std::ops::{Deref, Range};
 
-use crate::gpu::{spans, DType, Encoder, Gpu, RowSplit, Submission, Tensor};
+use crate::gpu::{spans, DType, Encoder, Gpu, Profiler, RowSplit, Submission, Tensor};
 use crate::kernels::attention::MAX_DECODE_QUERIES;
 use crate::kernels::quant::Format;
 use crate::kernels::sample::{argmax, sample, seen_words, History, SampleParams};
@@ -358,6 +358,11 @@ impl<G: Deref<Target = Gpu>, M: Deref<Target = Qwen3VL>> Decoder<'_, G, M> {
     /// Submits the next step, whose sampling draws `u` (ignored when greedy); with `feed`
     /// (which needs [`Decoder::fits`]) its token is run through the model for the step after.
     pub fn submit(&mut self, u: f32, feed: bool) -> Pending {
+        self.submit_profiled(u, feed, None)
+    }
+
+    /// [`Decoder::submit`], with every dispatch of the step timed by `profiler` (benchmarks).
+    pub fn submit_profiled(&mut self, u: f32, feed: bool, profiler: Option<&Profiler>) -> Pending {
         let (k, s) = (self.submitted, &*self.session);
         assert!(!feed || self.fits(k), "step {k} does not fit the cache");
         let past = s.tokens.len() + k;
@@ -370,7 +375,7 @@ impl<G: Deref<Target = Gpu>, M: Deref<Target = Qwen3VL>> Decoder<'_, G, M> {
             }
         };
         let plan = s.plan.as_ref().expect("built by Session::decoder");
-        let submission = plan.submit(&s.gpu, k, &values, choose, feed);
+        let submission = plan.submit(&s.gpu, k, &values, choose, feed, profiler);
         self.submitted += 1;
         Pending { step: k, submission }
     }

@@ -4,7 +4,7 @@
 use js_sys::{Array, Uint8Array};
 use wasm_bindgen::{JsCast, JsValue};
 
-use crate::runtime::request::{ChatOptions, Video};
+use crate::runtime::request::{ChatOptions, Image, Video};
 use crate::runtime::{Content, Message, RgbImage, Role};
 
 use super::js::{count, get, number, string};
@@ -16,7 +16,7 @@ const MAX_SIDE: f64 = 16384.0;
 /// Messages with their images and videos in order, as `Request::new` takes them.
 pub struct Conversation {
     pub messages: Vec<Message>,
-    pub images: Vec<RgbImage>,
+    pub images: Vec<Image>,
     pub videos: Vec<Video>,
 }
 
@@ -52,7 +52,12 @@ fn part(p: &JsValue, what: &str, c: &mut Conversation) -> Result<Content, String
     match string(&get(p, "type"), &format!("{what}.type"))?.as_str() {
         "text" => Ok(Content::Text(string(&get(p, "text"), &format!("{what}.text"))?)),
         "image" => {
-            c.images.push(rgba(p, what)?);
+            // An image's own pixel budget (any whole number: it only caps the processor's).
+            let max_pixels = match get(p, "maxPixels") {
+                v if v.is_undefined() => None,
+                v => Some(count(&v, &format!("{what}.maxPixels"), u32::MAX as f64)?),
+            };
+            c.images.push(Image { pixels: rgba(p, what)?, max_pixels });
             Ok(Content::Image)
         }
         "video" => {

@@ -101,6 +101,13 @@ impl Engine {
         })
     }
 
+    /// Why the GPU device was lost, or `undefined` while it works. A lost engine only fails:
+    /// free it and load again (a new device).
+    #[wasm_bindgen(js_name = deviceLost)]
+    pub fn device_lost(&self) -> Result<Option<String>, JsError> {
+        Ok(self.inner.try_borrow().map_err(|_| fail(BUSY))?.gpu.lost())
+    }
+
     /// Forgets the conversation: the next chat starts from an empty cache.
     pub fn reset(&self) -> Result<(), JsError> {
         self.inner.try_borrow_mut().map_err(|_| fail(BUSY))?.session.reset();
@@ -150,11 +157,12 @@ async fn warm_up(inner: &mut Inner, progress: Option<Progress>) -> Result<(), Js
 async fn chat(inner: &mut Inner, messages: &JsValue, options: &JsValue, on_token: Option<&Function>) -> Result<JsValue, JsError> {
     let conv = conversation(messages).map_err(fail)?;
     let options = chat_options(options).map_err(fail)?;
-    let images: Vec<request::Image> = conv.images.into_iter().map(Into::into).collect();
-    let req = Request::new(&inner.processor, &conv.messages, &images, &conv.videos, &options, &inner.generation).map_err(fail)?;
+    let req = Request::new(&inner.processor, &conv.messages, &conv.images, &conv.videos, &options, &inner.generation).map_err(fail)?;
+    req.check_capacity(inner.session.capacity()).map_err(fail)?;
     let ids = &req.prompt.input_ids;
     let start = now_ms();
     let logits = inner.session.prefill(ids, &req.prompt.rope.position_ids, req.prompt.rope.rope_delta, &req.images, &req.videos, false).map_err(fail)?;
+    let prefilled = inner.session.last_prefill();
     let mut first: Option<f64> = None;
     let mut stream = TextStream::new();
     let mut text = String::new();
@@ -196,7 +204,10 @@ async fn chat(inner: &mut Inner, messages: &JsValue, options: &JsValue, on_token
         "promptIds": ids,
         "timings": {
             "timeToFirstTokenMs": ttft,
-            "prefillTokensPerS": ids.len() as f64 / (ttft / 1e3).max(1e-9),
+            // Only the tokens computed in this turn; the rest came from the cache.
+            "cachedTokens": prefilled.cached,
+            "computedTokens": prefilled.computed,
+            "prefillTokensPerS": prefilled.computed as f64 / (ttft / 1e3).max(1e-9),
             "decodeTokensPerS": out.len().saturating_sub(1) as f64 / (decode_ms / 1e3).max(1e-9),
             "totalMs": end - start,
         },

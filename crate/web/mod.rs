@@ -1,8 +1,9 @@
 //! The browser face (wasm32 only), exported through wasm-bindgen: `Engine` (load, chat, reset,
-//! info), `Quantizer`, `selftest`, `adapterInfo`. Thin: JS values ↔ runtime types and errors → JS `Error`s
+//! info), `Quantizer`, `selftest`, `adapterInfo`, `bench`. Thin: JS values ↔ runtime types and errors → JS `Error`s
 //! with messages; the model work is the runtime's. Everything runs in a dedicated worker, so the
 //! loader's synchronous reads (`FileLike.readAt`) and the prefill's long recording are legal.
 
+mod bench;
 mod convert;
 mod engine;
 mod folder;

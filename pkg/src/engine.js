@@ -91,6 +91,7 @@ export class Engine {
   #wasm;
   #folder;
   #busy = false;
+  #lost = null;
 
   constructor(wasm, folder) {
     this.#wasm = wasm;
@@ -158,6 +159,16 @@ export class Engine {
         onDelta?.(delta, id);
         return !signal?.aborted;
       });
+    } catch (e) {
+      // A lost device never comes back: drop it (and the GPU memory it held) so that only a new
+      // load, on a new device, is left to do.
+      const lost = this.#wasm.deviceLost();
+      if (lost) {
+        this.#lost = lost;
+        this.#busy = false;
+        this.unload();
+      }
+      throw e;
     } finally {
       this.#busy = false;
     }
@@ -184,6 +195,7 @@ export class Engine {
   }
 
   #live() {
+    if (this.#lost) throw new Error(`the GPU device was lost (${this.#lost}): load the model again`);
     if (!this.#wasm) throw new Error("the model was unloaded");
     return this.#wasm;
   }

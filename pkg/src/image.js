@@ -112,7 +112,8 @@ async function toPart(part) {
     case "image_url": {
       // An image part may already be pixels (the main thread converted it before the worker).
       const image = part.type === "image" ? (isPixels(part) ? part : part.image) : (part.image_url?.url ?? part.image_url);
-      return { type: "image", ...(await toRGBA(image)) };
+      const budget = part.maxPixels == null ? {} : { maxPixels: part.maxPixels };
+      return { type: "image", ...(await toRGBA(image)), ...budget };
     }
     case "video": {
       const { frames, timestamps } = part;

@@ -70,14 +70,15 @@ export function tinyModel() {
 }
 
 /**
- * `qwen3-vl run --json --greedy` on `model` (repo-relative) with the test image: the parsed JSON.
- * Under the minimum profile, so natively the same kernel variants run as on SwiftShader and the
- * two cannot round differently through a different reduction order.
+ * `qwen3-vl run --json --greedy` on `model` (repo-relative) with the test image (or `image`, also
+ * repo-relative): the parsed JSON. Under the minimum profile, so natively the same kernel
+ * variants run as on SwiftShader and the two cannot round differently through a different
+ * reduction order.
  */
-export function nativeGreedy(model, prompt, maxNewTokens) {
-  need(imageFile, "the tiny model's test image (quant helper's tests/fixtures/)");
+export function nativeGreedy(model, prompt, maxNewTokens, image = imageFile) {
+  need(image, "the tiny model's test image (quant helper's tests/fixtures/)");
   const out = execFileSync(cli(), [
-    "run", "--model", join(repoRoot, model), "--image", join(repoRoot, imageFile), "--prompt", prompt,
+    "run", "--model", join(repoRoot, model), "--image", join(repoRoot, image), "--prompt", prompt,
     "--greedy", "--json", "--max-new-tokens", String(maxNewTokens),
   ], { cwd: repoRoot, encoding: "utf8", stdio: ["ignore", "pipe", "inherit"], env: { ...process.env, QWEN3VL_PROFILE: "minimum" } });
   const line = out.trim().split("\n").filter((l) => l.startsWith("{")).at(-1);

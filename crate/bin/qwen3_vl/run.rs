@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use qwen3_vl_webgpu::model::ModelError;
+use qwen3_vl_webgpu::model::{ModelError, ModelFolder};
 use qwen3_vl_webgpu::runtime::request::{ChatOptions, Image, Request, Video};
 use qwen3_vl_webgpu::runtime::preprocess::HOST_BUDGET;
 use qwen3_vl_webgpu::runtime::video::check_fps;
@@ -54,6 +54,17 @@ pub struct Args {
     /// Random seed: same seed, same tokens.
     #[arg(long, value_name = "S")]
     seed: Option<u64>,
+    /// The most pixels of an image (default 786432, 1024×768); it caps preprocessor_config.json's
+    /// maximum, keeping the aspect ratio.
+    #[arg(long, value_name = "N")]
+    max_pixels: Option<usize>,
+    /// The most pixels of all of the video's frames together (default 1572864).
+    #[arg(long, value_name = "N")]
+    video_max_pixels: Option<usize>,
+    /// Tokens the KV cache may hold (default: the model's max_position_embeddings); a longer
+    /// prompt is refused before the GPU is touched.
+    #[arg(long, value_name = "N")]
+    context_length: Option<usize>,
     /// How the large matrices are stored on the GPU.
     #[arg(long, value_enum, default_value_t)]
     weights: Weights,
@@ -111,19 +122,26 @@ pub fn run(args: Args) -> Result<()> {
         top_k: args.top_k,
         top_p: args.top_p,
         seed: args.seed,
+        max_pixels: args.max_pixels,
+        video_max_pixels: args.video_max_pixels,
         ..ChatOptions::default()
     };
 
-    let gpu = &common::gpu()?;
-    let (folder, model) = common::load(&dir, args.weights, gpu)?;
+    // Everything checkable is checked before the GPU is touched.
+    let folder = ModelFolder::open(&dir).map_err(|e| e.to_string())?;
     let req = Request::new(&proc, &messages, &images, &videos, &options, &folder.generation).map_err(|e| e.to_string())?;
+    let context = args.context_length.unwrap_or(folder.config.text_config.max_position_embeddings);
+    req.check_capacity(context).map_err(|e| e.to_string())?;
+    let gpu = &common::gpu()?;
+    let (_, model) = common::load(&dir, args.weights, gpu)?;
     let (prompt, opts) = (&req.prompt, &req.options);
-    let mut session = Session::new(gpu, &model, req.capacity()).map_err(|e| e.to_string())?;
+    let mut session = Session::new(gpu, &model, req.capacity().min(context)).map_err(|e| e.to_string())?;
 
     let start = Instant::now();
     let logits = session
         .prefill(&prompt.input_ids, &prompt.rope.position_ids, prompt.rope.rope_delta, &req.images, &req.videos, false)
         .map_err(|e| e.to_string())?;
+    let prefilled = session.last_prefill();
     let mut first: Option<Instant> = None;
     let mut stream = TextStream::new();
     let json = args.json;
@@ -142,21 +160,22 @@ pub fn run(args: Args) -> Result<()> {
     .map_err(|e| e.to_string())?;
     let end = Instant::now();
     let ttft = first.map_or(0.0, |f| (f - start).as_secs_f64());
-    let prefill_tps = prompt.input_ids.len() as f64 / ttft.max(1e-9);
+    // Only the tokens computed now (a session reused across turns takes the rest from its cache).
+    let prefill_tps = prefilled.computed as f64 / ttft.max(1e-9);
     let decode_tps = (ids.len().saturating_sub(1)) as f64 / first.map_or(1e-9, |f| (end - f).as_secs_f64().max(1e-9));
     if json {
         let out = serde_json::json!({
             "ids": ids, "text": text, "stop": stop.reason(), "prompt_tokens": prompt.input_ids.len(),
-            "time_to_first_token_s": ttft, "prefill_tokens_per_s": prefill_tps, "decode_tokens_per_s": decode_tps,
+            "cached_tokens": prefilled.cached, "computed_tokens": prefilled.computed, "time_to_first_token_s": ttft, "prefill_tokens_per_s": prefill_tps, "decode_tokens_per_s": decode_tps,
         });
         println!("{out}");
     } else {
         println!();
         eprintln!(
-            "time to first token {:.3} s · prefill {:.1} tok/s ({} tokens) · decode {:.1} tok/s ({} tokens, {})",
+            "time to first token {:.3} s · prefill {:.1} tok/s ({} tokens computed) · decode {:.1} tok/s ({} tokens, {})",
             ttft,
             prefill_tps,
-            prompt.input_ids.len(),
+            prefilled.computed,
             decode_tps,
             ids.len(),
             stop.reason()
