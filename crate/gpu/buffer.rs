@@ -146,7 +146,7 @@ impl Gpu {
     /// at once, which bounds that staging memory while a model loads; smaller ones (a step's
     /// rotary table) go with the next submit. A tail that is not a whole word is zero-padded.
     pub fn write_bytes(&self, t: &Tensor, offset: u64, bytes: &[u8]) {
-        assert!(offset % 4 == 0 && offset + bytes.len() as u64 <= t.buffer.size(), "{} bytes at {offset} of a {}-byte buffer", bytes.len(), t.buffer.size());
+        assert!(offset.is_multiple_of(4) && offset + bytes.len() as u64 <= t.buffer.size(), "{} bytes at {offset} of a {}-byte buffer", bytes.len(), t.buffer.size());
         let whole = bytes.len() & !3;
         for (i, chunk) in bytes[..whole].chunks(UPLOAD_CHUNK).enumerate() {
             self.write_buffer(&t.buffer, offset + (i * UPLOAD_CHUNK) as u64, chunk);

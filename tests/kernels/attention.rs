@@ -86,7 +86,7 @@ fn check_causal(name: &str, seed: u64, cases: &[(usize, usize, usize, usize, usi
 
 #[test]
 fn prefill_attention_matches_reference() {
-    check_causal("prefill", 11, PREFILL, |enc, q, cache, past, out| prefill_attention(enc, q, cache, past, out));
+    check_causal("prefill", 11, PREFILL, prefill_attention);
 }
 
 /// (q heads, kv heads, head dim, queries, past)
