@@ -20,7 +20,7 @@ pub struct Options<'p> {
     pub contexts: Vec<usize>,
     /// Decode tokens timed at each context, once the pipeline is full.
     pub tokens: usize,
-    /// The prefill row's prompt length (it runs in the decoder's chunks).
+    /// The prefill row's prompt length (it runs in the decoder's chunks); 0: no prefill row.
     pub prefill_tokens: usize,
     /// Also the ViT on square images of these many patches each (squares of a multiple of the
     /// merge size), with the time per patch.
@@ -31,14 +31,15 @@ pub struct Options<'p> {
     pub max_pixels: usize,
     /// GPU time per kernel family (timestamp queries) for one decode token and for the ViT.
     pub profiler: Option<&'p Profiler>,
-    /// Only the compile, decode and memory rows: a minute where the ViT and the prefill would
-    /// take hours (a large model on a software adapter).
-    pub decode_only: bool,
+    /// The vision rows (the ViT, time to first token with an image); without them and with no
+    /// prefill, the table takes a minute where those would take hours (a large model on a
+    /// software adapter).
+    pub vision: bool,
 }
 
 impl Default for Options<'_> {
     fn default() -> Self {
-        Options { contexts: vec![128, 4096], tokens: 8, prefill_tokens: 512, vit_patches: vec![], photos: vec![], max_pixels: DEFAULT_MAX_PIXELS, profiler: None, decode_only: false }
+        Options { contexts: vec![128, 4096], tokens: 8, prefill_tokens: 512, vit_patches: vec![], photos: vec![], max_pixels: DEFAULT_MAX_PIXELS, profiler: None, vision: true }
     }
 }
 
@@ -55,7 +56,7 @@ pub async fn run(gpu: &Gpu, model: &Qwen3VL, opts: &Options<'_>, mut on_row: imp
     }
     let processor = ImageProcessor::default().with_budget(opts.max_pixels)?;
     let weights = gpu.memory.live();
-    let prefill = if opts.decode_only { 0 } else { opts.prefill_tokens };
+    let prefill = opts.prefill_tokens;
     let longest = opts.contexts.iter().copied().max().unwrap_or(0).max(prefill);
     let mut session = Session::new(gpu, model, longest + opts.tokens + 8)?;
 
@@ -65,13 +66,13 @@ pub async fn run(gpu: &Gpu, model: &Qwen3VL, opts: &Options<'_>, mut on_row: imp
     row(format!("compile: {pipelines} pipelines"), secs(now_ms() - start));
 
     let frame = camera_frame(&ImageProcessor::default())?;
-    if !opts.decode_only {
+    if opts.vision {
         let (vit_ms, _) = vit(gpu, model, &frame.pixel_values, frame.grid_thw).await?;
         row(format!("ViT, one 640×480 frame ({} patches)", frame.grid_thw.iter().product::<usize>()), secs(vit_ms));
     }
     let vc = &c.vision_config;
     let mut rng = Rng::new(1);
-    for (&patches, &side) in opts.vit_patches.iter().zip(&squares).filter(|_| !opts.decode_only) {
+    for (&patches, &side) in opts.vit_patches.iter().zip(&squares).filter(|_| opts.vision) {
         let pixels = rng.vec(patches * vc.in_channels * vc.temporal_patch_size * vc.patch_size * vc.patch_size, 1.0);
         let (ms, cpu_s) = vit(gpu, model, &pixels, [1, side, side]).await?;
         row(format!("ViT, {side}×{side} patches ({patches})"), format!("{}, {:.1} ms/patch{}", secs(ms), ms / patches as f64, cpu_note(cpu_s)));
@@ -112,7 +113,7 @@ pub async fn run(gpu: &Gpu, model: &Qwen3VL, opts: &Options<'_>, mut on_row: imp
         decoder.finish(&[]);
         profile_rows(&format!("one decode token at {ctx} context"), p.read(gpu).await.map_err(ModelError::from)?, &mut row);
     }
-    if let Some(p) = opts.profiler.filter(|_| !opts.decode_only) {
+    if let Some(p) = opts.profiler.filter(|_| opts.vision) {
         let mut enc = Encoder::new(gpu);
         enc.profile(p);
         model.visual.forward(&mut enc, &frame.pixel_values, &[frame.grid_thw])?;
@@ -122,7 +123,7 @@ pub async fn run(gpu: &Gpu, model: &Qwen3VL, opts: &Options<'_>, mut on_row: imp
     peak = peak.max(gpu.memory.peak());
     let capacity = session.capacity();
     drop(session);
-    if !opts.decode_only {
+    if opts.vision {
         peak = peak.max(first_token_rows(gpu, model, opts, &processor, &frame, &mut rng, &mut row).await?);
     }
     row("GPU memory: weights".into(), mib(weights));

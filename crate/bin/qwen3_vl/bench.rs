@@ -42,8 +42,8 @@ pub struct Args {
     #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
     tokens: u16,
     /// Prompt length of the prefill row (the prompt runs in the decoder's chunks; the peak GPU
-    /// memory of that prefill gets its own row).
-    #[arg(long, value_name = "TOKENS", default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..=1 << 20))]
+    /// memory of that prefill gets its own row); 0: no prefill row.
+    #[arg(long, value_name = "TOKENS", default_value_t = 512, value_parser = clap::value_parser!(u32).range(0..=1 << 20))]
     prefill_tokens: u32,
     /// Contexts (cached tokens) to decode at, comma-separated.
     #[arg(long, value_name = "TOKENS,…", value_delimiter = ',', default_values_t = [128, 4096], value_parser = clap::value_parser!(u32).range(1..=1 << 20))]
@@ -59,8 +59,11 @@ pub struct Args {
     /// The image budget of --images (default: run's, 786432).
     #[arg(long, value_name = "N", default_value_t = request::DEFAULT_MAX_PIXELS)]
     max_pixels: usize,
-    /// Only the compile, decode and memory rows (no ViT, prefill or time to first token).
+    /// No vision rows (ViT, time to first token with an image).
     #[arg(long, conflicts_with_all = ["vit_patches", "images"])]
+    no_vision: bool,
+    /// Only the compile, decode and memory rows: --no-vision --prefill-tokens 0.
+    #[arg(long, conflicts_with_all = ["vit_patches", "images", "prefill_tokens"])]
     decode_only: bool,
 }
 
@@ -108,12 +111,12 @@ pub fn run(args: Args) -> Result<()> {
     let opts = Options {
         contexts: args.contexts.iter().map(|&c| c as usize).collect(),
         tokens: args.tokens.into(),
-        prefill_tokens: args.prefill_tokens as usize,
+        prefill_tokens: if args.decode_only { 0 } else { args.prefill_tokens as usize },
         vit_patches: args.vit_patches.iter().map(|&p| p as usize).collect(),
         photos: args.images,
         max_pixels: args.max_pixels,
         profiler: profiler.as_ref(),
-        decode_only: args.decode_only,
+        vision: !(args.no_vision || args.decode_only),
     };
     // Rows print as they come: a 2B's table takes minutes on a software adapter.
     pollster::block_on(bench::run(gpu, &model, &opts, |Row { measure, value }| println!("| {measure} | {value} |"))).map_err(err)
