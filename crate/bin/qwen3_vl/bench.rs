@@ -48,6 +48,11 @@ pub struct Args {
     /// The image budget of --images (default: run's, 786432).
     #[arg(long, value_name = "N", default_value_t = request::DEFAULT_MAX_PIXELS)]
     max_pixels: usize,
+    /// Only the load and the decode rows (with --profile, the decode token's GPU time): on a
+    /// CPU adapter the ViT, prefill and time-to-first-token rows take most of the run (the
+    /// 2B on lavapipe: about 1.5 of 20 minutes without them).
+    #[arg(long, conflicts_with = "images")]
+    decode_only: bool,
 }
 
 fn photo_size(s: &str) -> Result<(usize, usize)> {
@@ -151,13 +156,15 @@ pub fn run(args: Args) -> Result<()> {
 
     // One 640×480 camera frame: 30×40 patches, 300 merged tokens.
     let image = ImageProcessor::default().preprocess(&RgbImage::new(640, 480, (0..640 * 480 * 3).map(|i| (i * 7 % 251) as u8).collect()).map_err(err)?).map_err(err)?;
-    let (_, vit_s) = timed(gpu, || {
-        let mut enc = Encoder::new(gpu);
-        let out = model.visual.forward(&mut enc, &image.pixel_values, &[image.grid_thw]).map_err(err)?;
-        enc.submit();
-        Ok(out)
-    })?;
-    rows.push(("ViT, one 640×480 frame (1200 patches)".into(), format!("{:.2} s", vit_s)));
+    if !args.decode_only {
+        let (_, vit_s) = timed(gpu, || {
+            let mut enc = Encoder::new(gpu);
+            let out = model.visual.forward(&mut enc, &image.pixel_values, &[image.grid_thw]).map_err(err)?;
+            enc.submit();
+            Ok(out)
+        })?;
+        rows.push(("ViT, one 640×480 frame (1200 patches)".into(), format!("{:.2} s", vit_s)));
+    }
 
     // A 512-token prompt, then decoding at two contexts through the session's pipelined loop.
     let mut session = Session::new(gpu, &model, 4096 + 2 * tokens).map_err(err)?;
@@ -165,11 +172,13 @@ pub fn run(args: Args) -> Result<()> {
     let text_ids = c.image_token_id.min(c.video_token_id) as u64;
     let ids: Vec<u32> = (0..512).map(|_| rng.below(text_ids) as u32).collect();
     let pos: Vec<u32> = (0..512).collect();
-    let (_, prefill_s) = timed(gpu, || {
-        let logits = session.prefill(&ids, &[pos.clone(), pos.clone(), pos], 0, &[], &[], false).map_err(err)?;
-        pollster::block_on(session.choose(&logits, &Sampling::Greedy, 0.0)).map_err(err)
-    })?;
-    rows.push(("prefill, 512 tokens".into(), format!("{:.1} tok/s", 512.0 / prefill_s)));
+    if !args.decode_only {
+        let (_, prefill_s) = timed(gpu, || {
+            let logits = session.prefill(&ids, &[pos.clone(), pos.clone(), pos], 0, &[], &[], false).map_err(err)?;
+            pollster::block_on(session.choose(&logits, &Sampling::Greedy, 0.0)).map_err(err)
+        })?;
+        rows.push(("prefill, 512 tokens".into(), format!("{:.1} tok/s", 512.0 / prefill_s)));
+    }
     let mut at_128 = None;
     for ctx in [128usize, 4096] {
         let d = decode_at(&mut session, gpu, ctx, tokens)?;
@@ -192,11 +201,13 @@ pub fn run(args: Args) -> Result<()> {
         pollster::block_on(decoder.read(step)).map_err(err)?;
         decoder.finish(&[]);
         profile_rows("one decode token at 128 context", pollster::block_on(p.read(gpu)).map_err(err)?, &mut rows);
-        let mut enc = Encoder::new(gpu);
-        enc.profile(p);
-        model.visual.forward(&mut enc, &image.pixel_values, &[image.grid_thw]).map_err(err)?;
-        enc.submit();
-        profile_rows("ViT, one 640×480 frame", pollster::block_on(p.read(gpu)).map_err(err)?, &mut rows);
+        if !args.decode_only {
+            let mut enc = Encoder::new(gpu);
+            enc.profile(p);
+            model.visual.forward(&mut enc, &image.pixel_values, &[image.grid_thw]).map_err(err)?;
+            enc.submit();
+            profile_rows("ViT, one 640×480 frame", pollster::block_on(p.read(gpu)).map_err(err)?, &mut rows);
+        }
     }
     drop(session);
     // Time to first token for one image and 32 text tokens, through the session as `run` does
@@ -219,8 +230,10 @@ pub fn run(args: Args) -> Result<()> {
         Ok((ids.len(), ttft, cpu_secs().unwrap_or(f64::NAN) - cpu, gpu.memory.peak()))
     };
     let peak = gpu.memory.peak();
-    let (n, ttft, _, _) = first_token(&image)?;
-    rows.push((format!("time to first token, one frame + 32 text tokens ({n} tokens)"), format!("{ttft:.2} s")));
+    if !args.decode_only {
+        let (n, ttft, _, _) = first_token(&image)?;
+        rows.push((format!("time to first token, one frame + 32 text tokens ({n} tokens)"), format!("{ttft:.2} s")));
+    }
     rows.push(("GPU memory: weights".into(), mib(weights)));
     rows.push(("GPU memory: peak (weights, KV cache for 4K, activations)".into(), mib(peak.max(gpu.memory.peak()))));
     let processor = ImageProcessor::default().with_budget(args.max_pixels).map_err(err)?;
