@@ -16,6 +16,13 @@ pub fn cpu_secs() -> Option<f64> {
     Some((fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?) / 100.0)
 }
 
+/// CPU seconds this thread has run (Linux's schedstat, in nanoseconds): unlike the wall clock,
+/// it does not grow while other processes hold the cores. `None` where there is no such file.
+pub fn thread_cpu_secs() -> Option<f64> {
+    let ns: u64 = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?.split_whitespace().next()?.parse().ok()?;
+    Some(ns as f64 / 1e9)
+}
+
 /// SplitMix64: tiny, seedable, identical on every platform.
 pub struct Rng(u64);
 

@@ -1,5 +1,8 @@
 // Attention: the f16 KV cache append, tiled causal GQA prefill (and, with VIT, the vision
 // tower's bidirectional attention within cu_seqlens segments), and split-K decode + combine.
+// The ViT's rows may be split over several buffers: a VIT dispatch takes the queries of one
+// part and the keys of one part, and carries each row's softmax state (max, sum, unnormalised
+// output) to the next dispatch in memory.
 //
 // D (head dim, a multiple of 8) comes from Rust; every size below derives from it. Rows of q,
 // k, v and out are read as 8-dim chunks: two vec4<f32>, or one vec4<u32> of packed f16.
@@ -34,15 +37,24 @@ struct Params {
     ml_offset: u32,
     // D^-0.5 · log2(e).
     scale: f32,
+    // ViT: global index of the first query row and of the first key row in their parts, the
+    // key part's rows, and FIRST | LAST (this dispatch starts / ends the rows' softmax).
+    q_row0: u32,
+    kv_row0: u32,
+    kv_rows: u32,
+    flags: u32,
     _p0: u32,
     _p1: u32,
     _p2: u32,
 }
 
+const FIRST: u32 = 1u;
+const LAST: u32 = 2u;
+
 @group(0) @binding(0) var<uniform> p: Params;
 
 // Each entry point uses its own subset; variables sharing a binding number never meet in one.
-@group(0) @binding(1) var<storage, read> q: array<vec4<f32>>;      // q, or the ViT's [n, 3, heads, D] qkv
+@group(0) @binding(1) var<storage, read> q: array<vec4<f32>>;      // q, or the ViT's [rows, 3, heads, D] qkv
 #if KV_F32
 @group(0) @binding(2) var<storage, read> kc: array<vec4<f32>>;     // K cache
 @group(0) @binding(3) var<storage, read> vc: array<vec4<f32>>;     // V cache
@@ -52,7 +64,9 @@ struct Params {
 #endif
 @group(0) @binding(4) var<storage, read_write> out: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> cu_seqlens: array<u32>;   // ViT
-@group(0) @binding(3) var<storage, read_write> vit_out: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> vit_out: array<vec4<f32>>; // and the running output
+@group(0) @binding(4) var<storage, read> vit_kv: array<vec4<f32>>;  // the qkv part holding the keys
+@group(0) @binding(5) var<storage, read_write> vit_ml: array<vec2<f32>>; // per row and head: max, sum
 #if DECODE
 // Decode: 1 q, 2 K, 3 V, 4 partials, 5 the step buffer; FUSED with its combine, 6 the output
 // and 7 per (row block, kv head) the count of splits finished.
@@ -156,25 +170,28 @@ var<workgroup> pp: array<vec4<f32>, PK * PG>;       // probabilities [key][row g
 var<workgroup> pred: array<vec4<f32>, PG * D8>;     // per row group and chunk: max, then sum
 
 #if VIT
-// qkv row j: [q all heads | k all heads | v all heads], each head D wide.
-fn qkv_chunk(j: u32, part: u32, h: u32, c: u32) -> Chunk {
-    let base = ((j * 3u + part) * p.q_heads + h) * (D / 4u) + 2u * c;
-    return Chunk(q[base], q[base + 1u]);
+// Row j of a qkv part: [q all heads | k all heads | v all heads], each head D wide.
+fn qkv_at(j: u32, part: u32, h: u32, c: u32) -> u32 {
+    return ((j * 3u + part) * p.q_heads + h) * (D / 4u) + 2u * c;
 }
 
 fn key_chunk(j: u32, kvh: u32, c: u32) -> Chunk {
-    return qkv_chunk(j, 1u, kvh, c);
+    let base = qkv_at(j - p.kv_row0, 1u, kvh, c);
+    return Chunk(vit_kv[base], vit_kv[base + 1u]);
 }
 
 fn value_chunk(j: u32, kvh: u32, c: u32) -> Chunk {
-    return qkv_chunk(j, 2u, kvh, c);
+    let base = qkv_at(j - p.kv_row0, 2u, kvh, c);
+    return Chunk(vit_kv[base], vit_kv[base + 1u]);
 }
 
 fn query_chunk(i: u32, h: u32, c: u32) -> Chunk {
-    return qkv_chunk(i, 0u, h, c);
+    let base = qkv_at(i - p.q_row0, 0u, h, c);
+    return Chunk(q[base], q[base + 1u]);
 }
 
-// The segment [start, end) holding token i (cu_seqlens starts at 0 and ends at n).
+// The keys token i sees in this dispatch: its segment [start, end) (cu_seqlens starts at 0 and
+// ends at the last token) within the key part's rows; empty when they do not meet.
 fn keys_of(i: u32) -> vec2<u32> {
     var lo = 0u;
     var hi = p.segments;
@@ -186,11 +203,18 @@ fn keys_of(i: u32) -> vec2<u32> {
             hi = mid;
         }
     }
-    return vec2<u32>(cu_seqlens[lo], cu_seqlens[lo + 1u]);
+    let end = p.kv_row0 + p.kv_rows;
+    let first = clamp(cu_seqlens[lo], p.kv_row0, end);
+    return vec2<u32>(first, clamp(cu_seqlens[lo + 1u], first, end));
+}
+
+// Element index of row i's output chunk c of head h.
+fn out_at(i: u32, h: u32, c: u32) -> u32 {
+    return ((i - p.q_row0) * p.q_heads + h) * (D / 4u) + 2u * c;
 }
 
 fn store_row(i: u32, h: u32, c: u32, o: Chunk) {
-    let base = (i * p.q_heads + h) * (D / 4u) + 2u * c;
+    let base = out_at(i, h, c);
     vit_out[base] = o.a;
     vit_out[base + 1u] = o.b;
 }
@@ -253,7 +277,7 @@ fn prefill(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wg: v
     for (var gi = 0u; gi < RG; gi++) {
         let rg = (t / D8) * RG + gi;
         let g = min(vec4<u32>(g0 + 4u * rg) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(p.n - 1u));
-        pos[gi] = g / p.ratio;
+        pos[gi] = vec4<u32>(p.q_row0) + g / p.ratio;
         head[gi] = vec4<u32>(kvh * p.ratio) + g % p.ratio;
         for (var u = 0u; u < 4u; u++) {
             let range = keys_of(pos[gi][u]);
@@ -266,8 +290,8 @@ fn prefill(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wg: v
         }
     }
     // The block's keys: from its first row's start to its last row's end.
-    let first = keys_of(g0 / p.ratio).x;
-    let last = keys_of((min(g0 + PR, p.n) - 1u) / p.ratio).y;
+    let first = keys_of(p.q_row0 + g0 / p.ratio).x;
+    let last = keys_of(p.q_row0 + (min(g0 + PR, p.n) - 1u) / p.ratio).y;
     workgroupBarrier();
 
     var m: array<vec4<f32>, RG>;
@@ -277,6 +301,25 @@ fn prefill(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wg: v
     for (var gi = 0u; gi < RG; gi++) {
         m[gi] = vec4<f32>(NEG);
     }
+#if VIT
+    // Go on from the state an earlier dispatch left for these rows (key parts before this one).
+    if ((p.flags & FIRST) == 0u) {
+        for (var gi = 0u; gi < RG; gi++) {
+            let rg = (t / D8) * RG + gi;
+            for (var u = 0u; u < 4u; u++) {
+                if (g0 + 4u * rg + u < p.n) {
+                    let ml = vit_ml[(pos[gi][u] - p.q_row0) * p.q_heads + head[gi][u]];
+                    m[gi][u] = ml.x;
+                    // A row's sum is spread over its D8 threads: one of them brings the old one.
+                    l[gi][u] = select(0.0, ml.y, c == 0u);
+                    let base = out_at(pos[gi][u], head[gi][u], c);
+                    acc_a[gi][u] = vit_out[base];
+                    acc_b[gi][u] = vit_out[base + 1u];
+                }
+            }
+        }
+    }
+#endif
     for (var j0 = first; j0 < last; j0 += PK) {
         let key = vec4<u32>(j0 + c) + vec4<u32>(0u, D8, 2u * D8, 3u * D8);
         let kl = min(key, vec4<u32>(last - 1u));
@@ -346,11 +389,24 @@ fn prefill(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wg: v
         for (var k = 0u; k < D8; k++) {
             l_row += pred[rg * D8 + k];
         }
-        let a = scale_columns(acc_a[gi], 1.0 / l_row);
-        let b = scale_columns(acc_b[gi], 1.0 / l_row);
+        var inv = 1.0 / l_row;
+#if VIT
+        // Key parts follow: keep the output unnormalised, and the rows' max and sum.
+        let more = (p.flags & LAST) == 0u;
+        if (more) {
+            inv = vec4<f32>(1.0);
+        }
+#endif
+        let a = scale_columns(acc_a[gi], inv);
+        let b = scale_columns(acc_b[gi], inv);
         for (var u = 0u; u < 4u; u++) {
             if (g0 + 4u * rg + u < p.n) {
                 store_row(pos[gi][u], head[gi][u], c, Chunk(a[u], b[u]));
+#if VIT
+                if (more && c == 0u) {
+                    vit_ml[(pos[gi][u] - p.q_row0) * p.q_heads + head[gi][u]] = vec2<f32>(m[gi][u], l_row[u]);
+                }
+#endif
             }
         }
     }

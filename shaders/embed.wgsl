@@ -1,8 +1,8 @@
 // Row gathers and scatters around the embeddings.
 //   embed_{f32,f16,q4}: out[t] = table[ids[t]] for the ids one row part of a weight matrix holds
 //       (see crate/kernels/quant.rs for the formats); one invocation per stored word of a row.
-//   scatter_set / scatter_add: h[pos[i]] = feat[i] / h[pos[i]] += feat[i] (visual features into
-//       the token sequence); per element, or per vec4 with VEC4.
+//   scatter_set / scatter_add: h[pos[i] - row0] = feat[i] / … += feat[i] (visual features into
+//       the token rows row0.. of a prefill chunk); per element, or per vec4 with VEC4.
 //   gather4_{f32,f16}: out[i] = Σ_j w[i][j] · table[idx[i][j]] (the ViT's bilinear position
 //       embedding), j = 0..3 summed in that order as transformers does.
 // Indices from the CPU are never trusted to be in range: a bad one is skipped or clamped.
@@ -31,12 +31,12 @@ struct EmbedParams {
 }
 
 struct ScatterParams {
-    // Rows of feat, and rows of h (positions at or past it are skipped).
+    // Rows of feat, and rows of h: h holds positions row0 .. row0 + h_rows (others are skipped).
     n: u32,
     h_rows: u32,
     // Row length in V units.
     dim: u32,
-    _p0: u32,
+    row0: u32,
 }
 
 struct Gather4Params {
@@ -142,12 +142,13 @@ fn embed_q4(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg
     put(j, 8u * j.word, 8u, v);
 }
 
-// Where element i of feat goes in h, or NONE for a position past h (skipped).
+// Where element i of feat goes in h, or NONE for a position outside h (skipped).
 const NONE: u32 = 0xffffffffu;
 
 fn scatter_target(i: u32) -> u32 {
-    let at = ids[i / ps.dim];
-    return select(at * ps.dim + i % ps.dim, NONE, at >= ps.h_rows);
+    let pos = ids[i / ps.dim];
+    let at = pos - ps.row0;
+    return select(at * ps.dim + i % ps.dim, NONE, pos < ps.row0 || at >= ps.h_rows);
 }
 
 @compute @workgroup_size(WG)

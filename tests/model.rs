@@ -4,14 +4,26 @@
 
 use std::path::{Path, PathBuf};
 
-use qwen3_vl_webgpu::gpu::{DType, Encoder, Gpu, Profile, Tensor};
+use qwen3_vl_webgpu::gpu::{DType, Encoder, Gpu, Profile, RowSplit, Tensor};
 use qwen3_vl_webgpu::kernels::quant::{dequantized, Format};
-use qwen3_vl_webgpu::model::{Dtype, FileSource, MemSource, ModelFolder, Qwen3VL, SafetensorsFile, Source, VisualInput};
+use qwen3_vl_webgpu::model::{Dtype, FileSource, MemSource, ModelFolder, Qwen3VL, SafetensorsFile, Source, TextState, VisualInput};
 use qwen3_vl_webgpu::testing::{assert_close, rel_err};
 
 fn gpu() -> &'static Gpu {
     static GPU: std::sync::OnceLock<Gpu> = std::sync::OnceLock::new();
     GPU.get_or_init(|| Gpu::new_blocking(Some(Profile::Full)).expect("a WebGPU adapter"))
+}
+
+/// Storage bindings and buffers of at most this many bytes on [`small_gpu`]: 8 positions per
+/// prefill chunk and 20 patches per vision chunk on the tiny checkpoints, one patch's pixels
+/// per upload, every weight matrix in several parts.
+const SMALL_BINDING: u64 = 8 << 10;
+
+/// The WebGPU minimum profile with [`SMALL_BINDING`]: wgpu rejects any larger binding, so the
+/// tiny models run every chunked path as a real model runs on a 128 MiB adapter.
+fn small_gpu() -> &'static Gpu {
+    static GPU: std::sync::OnceLock<Gpu> = std::sync::OnceLock::new();
+    GPU.get_or_init(|| Gpu::with_max_binding_blocking(Profile::Minimum, SMALL_BINDING).expect("a WebGPU adapter"))
 }
 
 fn case_dir(case: &str) -> PathBuf {
@@ -55,8 +67,12 @@ impl Golden {
 }
 
 fn load(case: &str, format: Format) -> Qwen3VL {
+    load_on(gpu(), case, format)
+}
+
+fn load_on(gpu: &Gpu, case: &str, format: Format) -> Qwen3VL {
     let folder = ModelFolder::open(&case_dir(case)).unwrap();
-    Qwen3VL::load(gpu(), &folder, format).unwrap()
+    Qwen3VL::load(gpu, &folder, format).unwrap()
 }
 
 fn read(t: &Tensor) -> Vec<f32> {
@@ -83,30 +99,32 @@ fn vision_inputs(g: &Golden) -> (Vec<f32>, Vec<[usize; 3]>) {
     (pixels, grids)
 }
 
-/// Runs a case's prompt through `model` (vision tower, then every position's logits, computed
-/// `max_rows` positions at a time where given) with a KV cache of `kv`; returns the merger and
-/// DeepStack outputs, the logits and the state.
-fn prompt_forward(model: &Qwen3VL, g: &Golden, kv: DType, max_rows: Option<usize>) -> (Option<(Vec<f32>, Vec<Vec<f32>>)>, Vec<f32>, qwen3_vl_webgpu::model::TextState) {
+/// The merger's output and the DeepStack features, read back.
+type Vision = (Vec<f32>, Vec<Vec<f32>>);
+
+/// Runs a case's prompt through `model` on `gpu` (vision tower, then every position's logits,
+/// computed `max_rows` positions at a time where given) with a KV cache of `kv`; returns the
+/// merger and DeepStack outputs, the logits and the state.
+fn prompt_forward(gpu: &Gpu, model: &Qwen3VL, g: &Golden, kv: DType, max_rows: Option<usize>) -> (Option<Vision>, Vec<f32>, TextState) {
     let c = &model.config;
     let ids = g.u32("input_ids");
     let s = ids.len();
     let pos = g.i64("position_ids");
     let positions: Vec<[u32; 3]> = (0..s).map(|i| [pos[i] as u32, pos[s + i] as u32, pos[2 * s + i] as u32]).collect();
-    let state = model.language_model.new_state(gpu(), 64, kv).unwrap();
-    let mut enc = Encoder::new(gpu());
+    let state = model.language_model.new_state(gpu, 64, kv).unwrap();
+    let mut enc = Encoder::new(gpu);
     let (pixels, grids) = vision_inputs(g);
-    let vision = (!grids.is_empty()).then(|| model.visual.forward(&mut enc, &pixels, &grids).unwrap());
     let pad_rows = |id: u32| ids.iter().enumerate().filter(move |(_, &t)| t == id).map(|(i, _)| i as u32);
     let rows: Vec<u32> = pad_rows(c.image_token_id).chain(pad_rows(c.video_token_id)).collect();
-    let rows = gpu().upload_u32(&rows, &[rows.len().max(1)]).unwrap();
-    let visual = vision.as_ref().map(|v| VisualInput { positions: &rows, embeds: &v.embeds, deepstack: &v.deepstack });
+    let visual = (!grids.is_empty()).then(|| VisualInput { rows, features: model.visual.forward(&mut enc, &pixels, &grids).unwrap() });
     let text = &model.language_model;
-    let hidden = text.hidden_states(&mut enc, &state, &ids, &positions, 0, visual.as_ref(), true).unwrap();
-    let chunks = text.logits_chunks(gpu(), s, max_rows).unwrap();
+    let hidden = text.hidden_states(&mut enc, &state, &ids, &positions, 0, visual.as_slice(), true).unwrap();
+    let chunks = text.logits_chunks(gpu, s, max_rows).unwrap();
     let logits: Vec<Tensor> = chunks.into_iter().map(|rows| text.lm_head(&mut enc, &hidden, rows).unwrap()).collect();
     enc.submit();
-    let vision = vision.map(|v| (read(&v.embeds), v.deepstack.iter().map(read).collect()));
-    (vision, logits.iter().flat_map(read).collect(), state)
+    let split = |t: &RowSplit| t.read_f32_blocking(gpu).unwrap();
+    let vision = visual.map(|v| (split(&v.features.embeds), v.features.deepstack.iter().map(split).collect()));
+    (vision, logits.iter().flat_map(|t| gpu.read_f32_blocking(t).unwrap()).collect(), state)
 }
 
 /// Largest relative error over the positions' logits rows, and in how many rows the argmax agrees.
@@ -122,7 +140,7 @@ fn f32_matches_transformers_logits_and_greedy_decoding() {
         let model = load(case, Format::F32);
         // The head in chunks of 5 positions, as `qwen3-vl logits` runs long prompts: several
         // chunks in every case (17 to 32 positions), the last one ragged.
-        let (vision, got, state) = prompt_forward(&model, &g, DType::F32, Some(5));
+        let (vision, got, state) = prompt_forward(gpu(), &model, &g, DType::F32, Some(5));
         if let Some((embeds, deepstack)) = &vision {
             assert_close(&format!("{case}: merger output"), embeds, &g.vision("embeds"), F32_TOL);
             for (k, ds) in deepstack.iter().enumerate() {
@@ -203,8 +221,8 @@ fn quantized_paths_compute_their_weights_exactly() {
             let g = Golden::open(case);
             let model = load(case, format);
             let reference = Qwen3VL::load(gpu(), &dequantized_folder(case, format), Format::F32).unwrap();
-            let (v, got, _) = prompt_forward(&model, &g, DType::F32, None);
-            let (v_ref, want, _) = prompt_forward(&reference, &g, DType::F32, None);
+            let (v, got, _) = prompt_forward(gpu(), &model, &g, DType::F32, None);
+            let (v_ref, want, _) = prompt_forward(gpu(), &reference, &g, DType::F32, None);
             let vocab = g.shape("logits")[1];
             assert_close(&format!("{case} {format:?}: vision"), &v.unwrap().0, &v_ref.unwrap().0, F32_TOL);
             assert_close(&format!("{case} {format:?}: logits"), &got, &want, F32_TOL);
@@ -223,13 +241,77 @@ fn f16_path_is_close_to_transformers() {
     for case in CASES {
         let g = Golden::open(case);
         let model = load(case, Format::F16);
-        let (_, got, _) = prompt_forward(&model, &g, DType::F16, None);
+        let (_, got, _) = prompt_forward(gpu(), &model, &g, DType::F16, None);
         let vocab = g.shape("logits")[1];
         let (err, _) = logits_err(&got, &g.f32("logits"), vocab);
         assert!(err <= 5e-3, "{case}: f16 logits rel err {err:e}");
         let last = &got[got.len() - vocab..];
         assert_eq!(qwen3_vl_webgpu::kernels::sample::argmax_ref(last), g.u32("generated_ids")[0], "{case}: f16 next token");
     }
+}
+
+/// Two f32 runs of the same computation cut differently (chunks of positions and of patches,
+/// the ViT's keys in several parts, and the minimum profile's reductions against subgroups'):
+/// only summation order differs, a few ulps of the largest value.
+const CHUNK_TOL: f32 = 1e-5;
+
+/// Every chunked path on the tiny checkpoints under [`SMALL_BINDING`] (prefill in chunks of 8
+/// positions with visual rows and DeepStack features split across chunks, the vision tower in
+/// chunks of 20 patches with segments spanning several, one patch's pixels per upload, split
+/// weights, logits copied out of several hidden-state parts), against the unchunked run and
+/// against transformers; with several images, a video, and a video before an image.
+#[test]
+fn chunked_prefill_and_vision_match_the_unchunked_run_and_transformers() {
+    let argmax = qwen3_vl_webgpu::kernels::sample::argmax_ref;
+    for case in ["text_only", "image_nonsquare", "two_images", "video", "video_image"] {
+        let g = Golden::open(case);
+        let small = load_on(small_gpu(), case, Format::F32);
+        let ids = g.u32("input_ids").len();
+        let patches: usize = vision_inputs(&g).1.iter().map(|g| g.iter().product::<usize>()).sum();
+        assert!(small.language_model.chunk_rows() * 2 < ids, "{case}: several prefill chunks");
+        assert!(patches == 0 || small.visual.chunk_rows() * 2 <= patches, "{case}: several vision chunks");
+        let (vision, got, _) = prompt_forward(small_gpu(), &small, &g, DType::F32, None);
+        let (vision_whole, whole, _) = prompt_forward(gpu(), &load(case, Format::F32), &g, DType::F32, None);
+        if let (Some((embeds, deepstack)), Some((embeds_whole, deepstack_whole))) = (&vision, &vision_whole) {
+            assert_close(&format!("{case}: chunked merger output"), embeds, embeds_whole, CHUNK_TOL);
+            for (k, (a, b)) in deepstack.iter().zip(deepstack_whole).enumerate() {
+                assert_close(&format!("{case}: chunked deepstack {k}"), a, b, CHUNK_TOL);
+            }
+        }
+        assert_close(&format!("{case}: chunked logits"), &got, &whole, CHUNK_TOL);
+        let vocab = g.shape("logits")[1];
+        for (p, (a, b)) in got.chunks(vocab).zip(whole.chunks(vocab)).enumerate() {
+            assert_eq!(argmax(a), argmax(b), "{case}: chunked argmax at position {p}");
+        }
+        let (err, _) = logits_err(&got, &g.f32("logits"), vocab);
+        assert!(err <= F32_TOL, "{case}: chunked logits vs transformers {err:e}");
+        eprintln!("{case}: chunked vs unchunked logits {:.1e}, vs transformers {err:.1e}", rel_err(&got, &whole));
+    }
+}
+
+/// A prompt filling the session's whole context on the minimum profile under
+/// [`SMALL_BINDING`]: 64 positions in 8 chunks, each attending over the cache the earlier ones
+/// wrote, give every position the logits of the unchunked run.
+#[test]
+fn a_prompt_of_the_whole_context_runs_in_chunks() {
+    use qwen3_vl_webgpu::runtime::Session;
+    let (case, capacity) = ("text_only", 64);
+    let g = Golden::open(case);
+    let vocab = g.shape("logits")[1];
+    let mut rng = qwen3_vl_webgpu::testing::Rng::new(8);
+    let ids: Vec<u32> = (0..capacity).map(|_| rng.below(vocab as u64) as u32).collect();
+    let positions = [(0..capacity as u32).collect::<Vec<_>>(), (0..capacity as u32).collect(), (0..capacity as u32).collect()];
+    let run = |gpu: &Gpu| -> Vec<f32> {
+        let model = load_on(gpu, case, Format::F32);
+        let mut session = Session::new(gpu, &model, capacity).unwrap();
+        let hidden = session.prefill_hidden_states(&ids, &positions, 0, &[], &[], true).unwrap();
+        let chunks = model.language_model.logits_chunks(gpu, capacity, None).unwrap();
+        chunks.into_iter().flat_map(|rows| gpu.read_f32_blocking(&session.logits(&hidden, rows).unwrap()).unwrap()).collect()
+    };
+    let (got, want) = (run(small_gpu()), run(gpu()));
+    assert_close("a 64-token prompt in chunks", &got, &want, CHUNK_TOL);
+    let argmax = qwen3_vl_webgpu::kernels::sample::argmax_ref;
+    assert!(got.chunks(vocab).zip(want.chunks(vocab)).all(|(a, b)| argmax(a) == argmax(b)), "argmax of the chunked prompt");
 }
 
 /// The images and videos of a golden case, split per input as the session takes them.
@@ -253,38 +335,56 @@ fn session_inputs(g: &Golden) -> (Vec<qwen3_vl_webgpu::runtime::VisionInput>, Ve
 /// prefill.
 #[test]
 fn session_generates_and_reuses_the_cache_across_turns() {
-    use qwen3_vl_webgpu::runtime::{generate, GenerateOptions, Prefilled, Sampling, Session};
     for case in ["image_nonsquare", "video_image"] {
-        let g = Golden::open(case);
-        let model = load(case, Format::F32);
-        let c = &model.config;
-        let merge = c.vision_config.spatial_merge_size;
-        let (images, videos) = session_inputs(&g);
-        let ids = g.u32("input_ids");
-        let rope = qwen3_vl_webgpu::runtime::get_rope_index(&ids, c.image_token_id, c.video_token_id, &g.grids("image_grid_thw"), &g.grids("video_grid_thw"), merge).unwrap();
-        let mut session = Session::new(gpu(), &model, 128).unwrap();
-        let logits = session.prefill(&ids, &rope.position_ids, rope.rope_delta, &images, &videos, false).unwrap();
-        let inputs = images.len() + videos.len();
-        assert_eq!(session.last_prefill(), Prefilled { cached: 0, computed: ids.len(), encoded: inputs }, "{case}: first turn");
-        let want = g.u32("generated_ids");
-        let opts = GenerateOptions { max_new_tokens: want.len(), sampling: Sampling::Greedy, seed: 0, eos: vec![] };
-        let (got, _) = pollster::block_on(generate(&mut session, logits, &opts, |_| true)).unwrap();
-        assert_eq!(got, want, "{case}: greedy tokens through the session");
-
-        // Turn two: the conversation so far plus a few more tokens, about the same inputs.
-        let mut turn2 = ids.clone();
-        turn2.extend(&want);
-        turn2.extend([1, 2, 3]);
-        let rope2 = qwen3_vl_webgpu::runtime::get_rope_index(&turn2, c.image_token_id, c.video_token_id, &g.grids("image_grid_thw"), &g.grids("video_grid_thw"), merge).unwrap();
-        let cached = ids.len() + want.len() - 1;
-        assert_eq!(session.cached_prefix(&turn2, &images, &videos).unwrap(), cached, "{case}: cached prefix");
-        let reused = read(&session.prefill(&turn2, &rope2.position_ids, rope2.rope_delta, &images, &videos, false).unwrap());
-        assert_eq!(session.last_prefill(), Prefilled { cached, computed: turn2.len() - cached, encoded: 0 }, "{case}: second turn");
-        assert_eq!(session.vision_encoded(), inputs, "{case}: the vision tower ran again for the second question");
-        let mut fresh = Session::new(gpu(), &model, 128).unwrap();
-        let full = read(&fresh.prefill(&turn2, &rope2.position_ids, rope2.rope_delta, &images, &videos, false).unwrap());
-        assert_close(&format!("{case}: second turn from the cache"), &reused, &full, F32_TOL);
+        session_case(gpu(), &load(case, Format::F32), case, 128);
     }
+}
+
+/// [`session_generates_and_reuses_the_cache_across_turns`] under [`SMALL_BINDING`]: the
+/// session feeds the prompt in chunks, runs the tower on each image or video just before the
+/// chunk holding its first token, and still gives transformers' tokens; with several images,
+/// and a video before an image.
+#[test]
+fn session_in_chunks_generates_the_tokens_of_transformers() {
+    for case in ["two_images", "video_image"] {
+        let model = load_on(small_gpu(), case, Format::F32);
+        let g = Golden::open(case);
+        assert!(model.language_model.chunk_rows() * 3 < g.u32("input_ids").len(), "{case}: several chunks");
+        session_case(small_gpu(), &model, case, 64);
+    }
+}
+
+fn session_case(gpu: &Gpu, model: &Qwen3VL, case: &str, capacity: usize) {
+    use qwen3_vl_webgpu::runtime::{generate, GenerateOptions, Prefilled, Sampling, Session};
+    let read = |t: &Tensor| gpu.read_f32_blocking(t).unwrap();
+    let g = Golden::open(case);
+    let c = &model.config;
+    let merge = c.vision_config.spatial_merge_size;
+    let (images, videos) = session_inputs(&g);
+    let ids = g.u32("input_ids");
+    let rope = qwen3_vl_webgpu::runtime::get_rope_index(&ids, c.image_token_id, c.video_token_id, &g.grids("image_grid_thw"), &g.grids("video_grid_thw"), merge).unwrap();
+    let mut session = Session::new(gpu, model, capacity).unwrap();
+    let logits = session.prefill(&ids, &rope.position_ids, rope.rope_delta, &images, &videos, false).unwrap();
+    let inputs = images.len() + videos.len();
+    assert_eq!(session.last_prefill(), Prefilled { cached: 0, computed: ids.len(), encoded: inputs }, "{case}: first turn");
+    let want = g.u32("generated_ids");
+    let opts = GenerateOptions { max_new_tokens: want.len(), sampling: Sampling::Greedy, seed: 0, eos: vec![] };
+    let (got, _) = pollster::block_on(generate(&mut session, logits, &opts, |_| true)).unwrap();
+    assert_eq!(got, want, "{case}: greedy tokens through the session");
+
+    // Turn two: the conversation so far plus a few more tokens, about the same inputs.
+    let mut turn2 = ids.clone();
+    turn2.extend(&want);
+    turn2.extend([1, 2, 3]);
+    let rope2 = qwen3_vl_webgpu::runtime::get_rope_index(&turn2, c.image_token_id, c.video_token_id, &g.grids("image_grid_thw"), &g.grids("video_grid_thw"), merge).unwrap();
+    let cached = ids.len() + want.len() - 1;
+    assert_eq!(session.cached_prefix(&turn2, &images, &videos).unwrap(), cached, "{case}: cached prefix");
+    let reused = read(&session.prefill(&turn2, &rope2.position_ids, rope2.rope_delta, &images, &videos, false).unwrap());
+    assert_eq!(session.last_prefill(), Prefilled { cached, computed: turn2.len() - cached, encoded: 0 }, "{case}: second turn");
+    assert_eq!(session.vision_encoded(), inputs, "{case}: the vision tower ran again for the second question");
+    let mut fresh = Session::new(gpu, model, capacity).unwrap();
+    let full = read(&fresh.prefill(&turn2, &rope2.position_ids, rope2.rope_delta, &images, &videos, false).unwrap());
+    assert_close(&format!("{case}: second turn from the cache"), &reused, &full, F32_TOL);
 }
 
 /// The prefix cache is keyed by content: a new conversation about another image or video of

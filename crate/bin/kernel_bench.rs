@@ -8,7 +8,7 @@
 //! batches of N calls (default 1 and 20), for a machine shared with other work; `--clock cpu`
 //! measures process CPU time instead of GPU/wall time (see [`Clock`]; Linux only).
 
-use qwen3_vl_webgpu::gpu::{DType, Encoder, Gpu, Profile, Tensor, Timer};
+use qwen3_vl_webgpu::gpu::{DType, Encoder, Gpu, Profile, RowSplit, Tensor, Timer};
 use qwen3_vl_webgpu::kernels::attention::{decode_attention, decode_scratch, decode_split, kv_append, prefill_attention, vit_attention, KvCache};
 use qwen3_vl_webgpu::kernels::matmul::MatmulOpts;
 use qwen3_vl_webgpu::kernels::quant::{encode, Format, Matrix};
@@ -186,10 +186,11 @@ fn main() {
     if want("ViT attention") {
         // ViT attention over one 1200-patch image (16 heads × 64), bidirectional.
         let n = 1200usize;
-        let qkv = f32s(&gpu, &mut rng, &[n, 3, 16, 64]);
-        let cu = gpu.upload_u32(&[0, n as u32], &[2]).unwrap();
-        let out = gpu.empty(DType::F32, &[n, 16 * 64]).unwrap();
-        let s = time(&gpu, timing, 2, &|enc| vit_attention(enc, &qkv, &cu, &out));
+        let qkv = RowSplit::from_parts(3 * 16 * 64, vec![f32s(&gpu, &mut rng, &[n, 3 * 16 * 64])]);
+        let cu = [0, n as u32];
+        let gcu = gpu.upload_u32(&cu, &[2]).unwrap();
+        let (out, state) = (gpu.empty(DType::F32, &[n, 16 * 64]).unwrap(), gpu.empty(DType::F32, &[n, 16, 2]).unwrap());
+        let s = time(&gpu, timing, 2, &|enc| vit_attention(enc, &qkv, 16, &cu, &gcu, 0, &state, &out));
         rows.push(Row { kernel: "ViT attention".into(), shape: "1200 tok, 16×64".into(), seconds: s, bytes: 4.0 * (4 * n * 1024) as f64, flops: 4.0 * (n * n * 1024) as f64 });
     }
 

@@ -3,7 +3,7 @@
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use super::{Gpu, GpuError};
 
@@ -31,8 +31,9 @@ pub struct Tensor {
     pub buffer: wgpu::Buffer,
     pub shape: Vec<usize>,
     pub dtype: DType,
-    /// Shared by views; the buffer's bytes leave the device's count when the last one drops.
-    _alloc: Arc<Allocation>,
+    /// Shared by views; the buffer's bytes leave the device's count (or go back to their
+    /// arena) when the last one drops.
+    pub(super) _alloc: Arc<Allocation>,
 }
 
 /// Bytes of tensor storage alive on a device now, and the most ever alive at once.
@@ -55,22 +56,37 @@ impl MemoryCounter {
     }
 }
 
-struct Allocation {
-    bytes: u64,
-    counter: Arc<MemoryCounter>,
+impl MemoryCounter {
+    pub(super) fn add(&self, bytes: u64) {
+        let live = self.live.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        self.peak.fetch_max(live, Ordering::Relaxed);
+    }
+    pub(super) fn sub(&self, bytes: u64) {
+        self.live.fetch_sub(bytes, Ordering::Relaxed);
+    }
+}
+
+/// A tensor's claim on its buffer. The bytes stay counted while an arena ([`super::Arena`])
+/// holds the buffer for reuse: the last view's drop hands it back there instead.
+pub(super) struct Allocation {
+    pub(super) bytes: u64,
+    pub(super) counter: Arc<MemoryCounter>,
+    pub(super) home: Option<(Weak<super::arena::Pool>, wgpu::Buffer)>,
 }
 
 impl Allocation {
     fn new(counter: &Arc<MemoryCounter>, bytes: u64) -> Arc<Allocation> {
-        let live = counter.live.fetch_add(bytes, Ordering::Relaxed) + bytes;
-        counter.peak.fetch_max(live, Ordering::Relaxed);
-        Arc::new(Allocation { bytes, counter: counter.clone() })
+        counter.add(bytes);
+        Arc::new(Allocation { bytes, counter: counter.clone(), home: None })
     }
 }
 
 impl Drop for Allocation {
     fn drop(&mut self) {
-        self.counter.live.fetch_sub(self.bytes, Ordering::Relaxed);
+        match self.home.take().and_then(|(pool, buffer)| Some((pool.upgrade()?, buffer))) {
+            Some((pool, buffer)) => pool.give_back(buffer),
+            None => self.counter.sub(self.bytes),
+        }
     }
 }
 
@@ -94,7 +110,7 @@ impl Tensor {
     }
 }
 
-const STORAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
+pub(super) const STORAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
     .union(wgpu::BufferUsages::COPY_SRC)
     .union(wgpu::BufferUsages::COPY_DST);
 
@@ -108,7 +124,7 @@ pub const POISON: u32 = 0xFFFF_FFFF;
 
 impl Gpu {
     /// Bytes of a buffer for `shape` (never zero: WebGPU rejects empty bindings).
-    fn buffer_size(&self, dtype: DType, shape: &[usize]) -> Result<u64, GpuError> {
+    pub(super) fn buffer_size(&self, dtype: DType, shape: &[usize]) -> Result<u64, GpuError> {
         let size = dtype.bytes(shape.iter().product()).max(4);
         let limit = self.caps.limits.max_buffer_size;
         if size > limit {
@@ -130,7 +146,7 @@ impl Gpu {
     /// at once, which bounds that staging memory while a model loads; smaller ones (a step's
     /// rotary table) go with the next submit. A tail that is not a whole word is zero-padded.
     pub fn write_bytes(&self, t: &Tensor, offset: u64, bytes: &[u8]) {
-        assert!(offset % 4 == 0 && offset + bytes.len() as u64 <= t.buffer.size(), "{} bytes at {offset} of a {}-byte buffer", bytes.len(), t.buffer.size());
+        assert!(offset.is_multiple_of(4) && offset + bytes.len() as u64 <= t.buffer.size(), "{} bytes at {offset} of a {}-byte buffer", bytes.len(), t.buffer.size());
         let whole = bytes.len() & !3;
         for (i, chunk) in bytes[..whole].chunks(UPLOAD_CHUNK).enumerate() {
             self.write_buffer(&t.buffer, offset + (i * UPLOAD_CHUNK) as u64, chunk);
@@ -251,5 +267,5 @@ pub fn row_chunks(rows: usize, row_bytes: u64, limit: u64) -> Result<Vec<Range<u
     if per == 0 {
         return Err(GpuError::TooLarge { what: "one tensor row".into(), bytes: row_bytes, limit });
     }
-    Ok((0..rows).step_by(per).map(|r0| r0..(r0 + per).min(rows)).collect())
+    Ok(super::rows::spans(rows, per).collect())
 }

@@ -65,7 +65,7 @@ pub struct Submission {
 impl Caps {
     /// Largest byte size one storage binding may cover (and one buffer may have).
     pub fn max_binding(&self) -> u64 {
-        (self.limits.max_storage_buffer_binding_size as u64).min(self.limits.max_buffer_size)
+        self.limits.max_storage_buffer_binding_size.min(self.limits.max_buffer_size)
     }
 }
 
@@ -209,6 +209,18 @@ impl Gpu {
     /// [`Gpu::new`] on `backend`. The noop backend reports the WebGPU default limits (its
     /// permissive defaults broke pipeline creation) and no optional features.
     pub async fn with_backend(backend: Backend, profile: Profile) -> Result<Gpu, GpuError> {
+        Self::open(backend, profile, None).await
+    }
+
+    /// [`Gpu::new`] with storage bindings and buffers of at most `max_binding` bytes where
+    /// given: the device is created with those limits, so wgpu itself rejects any larger
+    /// binding. Tests use it to run the chunked paths (prefill, vision tower, split weights)
+    /// on tiny models.
+    pub async fn with_max_binding(profile: Profile, max_binding: Option<u64>) -> Result<Gpu, GpuError> {
+        Self::open(Backend::Gpu, profile, max_binding).await
+    }
+
+    async fn open(backend: Backend, profile: Profile, max_binding: Option<u64>) -> Result<Gpu, GpuError> {
         let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
         desc.backends = match backend {
             Backend::Gpu => wgpu::Backends::from_env().unwrap_or(wgpu::Backends::PRIMARY),
@@ -230,7 +242,7 @@ impl Gpu {
             })
             .await
             .map_err(|e| GpuError::NoAdapter(e.to_string()))?;
-        Self::from_adapter(adapter, profile).await
+        Self::from_adapter(adapter, profile, max_binding).await
     }
 
     /// Natively: blocks on [`Gpu::new`] with the profile from `QWEN3VL_PROFILE`.
@@ -245,7 +257,13 @@ impl Gpu {
         pollster::block_on(Self::with_backend(backend, profile))
     }
 
-    pub async fn from_adapter(adapter: wgpu::Adapter, profile: Profile) -> Result<Gpu, GpuError> {
+    /// Natively: blocks on [`Gpu::with_max_binding`].
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn with_max_binding_blocking(profile: Profile, max_binding: u64) -> Result<Gpu, GpuError> {
+        pollster::block_on(Self::with_max_binding(profile, Some(max_binding)))
+    }
+
+    pub async fn from_adapter(adapter: wgpu::Adapter, profile: Profile, max_binding: Option<u64>) -> Result<Gpu, GpuError> {
         let info = adapter.get_info();
         let offered = adapter.features();
         // Request only what the adapter offers, and in the minimum profile only what every
@@ -259,7 +277,12 @@ impl Gpu {
             Profile::Minimum => wgpu::Limits::default(),
         };
         let features = wanted & offered;
-        let limits = limits.or_worse_values_from(&adapter.limits());
+        let mut limits = limits.or_worse_values_from(&adapter.limits());
+        if let Some(max) = max_binding {
+            let max = max.min(limits.max_buffer_size) & !3;
+            limits.max_buffer_size = max;
+            limits.max_storage_buffer_binding_size = limits.max_storage_buffer_binding_size.min(max);
+        }
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("qwen3-vl"),

@@ -186,21 +186,23 @@ impl<'g> Encoder<'g> {
     /// Stages `params` and returns where they will live.
     fn stage(&mut self, params: &[u8]) -> (usize, usize) {
         let size = params.len().max(16).next_multiple_of(16);
-        let fits = self.arenas.last().is_some_and(|(_, b)| b.len() + size <= ARENA_BYTES);
+        // Within the device's buffer limit (tests force small ones).
+        let arena_bytes = ARENA_BYTES.min(self.gpu.caps.limits.max_buffer_size as usize / UNIFORM_ALIGN * UNIFORM_ALIGN);
+        let fits = self.arenas.last().is_some_and(|(_, b)| b.len() + size <= arena_bytes);
         if !fits {
             let buf = self.gpu.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("params"),
-                size: ARENA_BYTES as u64,
+                size: arena_bytes as u64,
                 usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
                 mapped_at_creation: false,
             });
-            self.arenas.push((buf, Vec::with_capacity(ARENA_BYTES)));
+            self.arenas.push((buf, Vec::with_capacity(arena_bytes)));
         }
         let (_, bytes) = self.arenas.last_mut().unwrap();
         let offset = bytes.len();
         bytes.extend_from_slice(params);
         bytes.resize(offset + size, 0);
-        bytes.resize(bytes.len().next_multiple_of(UNIFORM_ALIGN).min(ARENA_BYTES), 0);
+        bytes.resize(bytes.len().next_multiple_of(UNIFORM_ALIGN).min(arena_bytes), 0);
         (self.arenas.len() - 1, offset)
     }
 
@@ -282,6 +284,14 @@ impl<'g> Encoder<'g> {
             }
         }
         Recording { ops, _arenas: self.arenas.into_iter().map(|(b, _)| b).collect() }
+    }
+
+    /// Submits what is recorded so far and goes on with an empty encoder: long work (a large
+    /// image's vision tower, a long prefill) then reaches the GPU in pieces, and the uploads
+    /// made for each piece can be freed as it finishes.
+    pub fn flush(&mut self) -> Submission {
+        let rest = Encoder { gpu: self.gpu, items: Vec::new(), arenas: Vec::new(), profiler: self.profiler };
+        std::mem::replace(self, rest).submit()
     }
 
     /// Writes the staged parameters and submits everything recorded as one command buffer.

@@ -1,15 +1,19 @@
-//! The GPU core: device and capability profile, buffers (split under binding limits),
-//! pipelines built from WGSL with run-time variants, command encoding and replay, and counters
-//! of what the device was asked to do. Knows no models.
+//! The GPU core: device and capability profile, buffers (split by rows under binding limits,
+//! and kept in arenas for reuse), pipelines built from WGSL with run-time variants, command
+//! encoding and replay, and counters of what the device was asked to do. Knows no models.
 
+mod arena;
 mod buffer;
 mod context;
 mod encode;
 mod pipeline;
+mod rows;
 
+pub use arena::Arena;
 pub use buffer::{row_chunks, DType, MemoryCounter, ReadRing, Tensor, POISON, UPLOAD_CHUNK};
 pub use context::{now_ms, Backend, Caps, Counters, Counts, Gpu, Profile, Submission};
 pub use encode::{grid, Encoder, Profiler, Recording, Timer, MAX_GROUPS_PER_DIM};
+pub use rows::{spans, RowPart, RowSplit};
 pub use pipeline::{preprocess, specialise, Kernel, KernelKey};
 
 #[derive(Clone, Debug, thiserror::Error)]

@@ -1,5 +1,6 @@
 //! Attention: the KV cache (packed f16, or f32 for exact parity) and its append, causal GQA prefill, split-K decode
-//! (flash-decoding) and the vision tower's bidirectional attention within segments.
+//! (flash-decoding) and the vision tower's bidirectional attention within segments, whose rows
+//! may lie in several buffers.
 //!
 //! Shapes: q `[t, q_heads, head_dim]` f32; new k, v `[t, kv_heads, head_dim]` f32 (already
 //! normed and rotated); cache K and V `[kv_heads, capacity, head_dim]` f16 or f32; outputs
@@ -13,7 +14,7 @@ use bytemuck::{Pod, Zeroable};
 
 use super::key;
 use super::step::{DecodeSplit, ATTENTION_ARGS};
-use crate::gpu::{grid, DType, Encoder, Gpu, GpuError, KernelKey, Tensor};
+use crate::gpu::{grid, DType, Encoder, Gpu, GpuError, KernelKey, RowSplit, Tensor};
 
 const SHADER: &str = include_str!("../../shaders/attention.wgsl");
 
@@ -36,6 +37,10 @@ struct Params {
     segments: u32,
     ml_offset: u32,
     scale: f32,
+    q_row0: u32,
+    kv_row0: u32,
+    kv_rows: u32,
+    flags: u32,
     _pad: [u32; 3],
 }
 
@@ -45,6 +50,10 @@ struct Params {
 pub fn supports_head_dim(head_dim: usize) -> bool {
     head_dim.is_multiple_of(8) && (8..=256).contains(&head_dim)
 }
+
+/// The shader's `flags` of a ViT dispatch: it starts / ends its rows' softmax.
+const FIRST: u32 = 1;
+const LAST: u32 = 2;
 
 fn check_head_dim(head_dim: usize) {
     assert!(supports_head_dim(head_dim), "attention head_dim {head_dim}: a multiple of 8 up to 256");
@@ -228,28 +237,47 @@ pub fn decode_attention(enc: &mut Encoder, q: &Tensor, cache: &KvCache, now: &Te
     }
 }
 
-/// The vision tower's attention: `qkv` `[n, 3, heads, head_dim]` f32 (the qkv projection's
-/// rows, read in place), bidirectional within the segments `cu_seqlens` (`u32` offsets from
-/// 0 to n); `out` `[n, heads · head_dim]`.
-pub fn vit_attention(enc: &mut Encoder, qkv: &Tensor, cu_seqlens: &Tensor, out: &Tensor) {
-    assert!(qkv.shape.len() == 4 && qkv.shape[1] == 3, "vit_attention qkv {:?}: [n, 3, heads, head_dim]", qkv.shape);
-    let (n, heads, d) = (qkv.shape[0], qkv.shape[2], qkv.shape[3]);
+/// The vision tower's attention for the rows of part `part` of `qkv` (`[n, 3 · heads ·
+/// head_dim]`, each row `[q | k | v]` of all heads, split by rows over buffers), bidirectional
+/// within the segments `cu_seqlens` (`u32` offsets from 0 to n, on the CPU in `cu` too):
+/// `out` `[part rows, heads · head_dim]`. A segment reaching into other parts takes one
+/// dispatch per part holding its keys, each going on from the softmax state (max and sum in
+/// `state`, at least `[part rows, heads, 2]` f32; the unnormalised output in `out`) the one
+/// before left.
+#[allow(clippy::too_many_arguments)]
+pub fn vit_attention(enc: &mut Encoder, qkv: &RowSplit, heads: usize, cu: &[u32], cu_seqlens: &Tensor, part: usize, state: &Tensor, out: &Tensor) {
+    let d = qkv.cols / (3 * heads.max(1));
+    assert_eq!(qkv.cols, 3 * heads * d, "vit_attention: qkv rows of {} for {heads} heads", qkv.cols);
     check_head_dim(d);
-    assert!(cu_seqlens.dtype == DType::U32 && cu_seqlens.numel() >= 2, "vit_attention cu_seqlens");
+    assert!(cu_seqlens.dtype == DType::U32 && cu_seqlens.numel() == cu.len() && cu.len() >= 2, "vit_attention cu_seqlens");
+    assert_eq!(cu.last().map(|&e| e as usize), Some(qkv.rows), "vit_attention: segments end at {:?}, not {} rows", cu.last(), qkv.rows);
+    let q = &qkv.parts[part];
+    let n = q.rows.len();
     assert_eq!(out.numel(), n * heads * d, "vit_attention out");
+    assert!(state.dtype == DType::F32 && state.numel() >= 2 * n * heads, "vit_attention state");
+    // Keys from the segment of the part's first row to that of its last.
+    let segment = |i: usize| cu.partition_point(|&e| e as usize <= i) - 1;
+    let keys = cu[segment(q.rows.start)] as usize..cu[segment(q.rows.end - 1) + 1] as usize;
+    let kv: Vec<_> = qkv.overlapping(keys).collect();
     let kernel = enc.gpu.kernel(key(enc.gpu, "attention", "prefill").flag("VIT", true).konst("D", u(d)), SHADER);
-    let params = Params {
-        n: u(n),
-        ratio: 1,
-        q_heads: u(heads),
-        kv_heads: u(heads),
-        segments: u(cu_seqlens.numel() - 1),
-        scale: scale(d),
-        ..Default::default()
-    };
-    let bindings = [qkv.binding(), cu_seqlens.binding(), out.binding()];
-    let [x, y, _] = grid(u(n.div_ceil(prefill_rows(d))));
-    enc.dispatch(&kernel, bytemuck::bytes_of(&params), &bindings, [x, y, u(heads)]);
+    for (i, (_, k)) in kv.iter().enumerate() {
+        let params = Params {
+            n: u(n),
+            ratio: 1,
+            q_heads: u(heads),
+            kv_heads: u(heads),
+            segments: u(cu.len() - 1),
+            scale: scale(d),
+            q_row0: u(q.rows.start),
+            kv_row0: u(k.rows.start),
+            kv_rows: u(k.rows.len()),
+            flags: if i == 0 { FIRST } else { 0 } | if i + 1 == kv.len() { LAST } else { 0 },
+            ..Default::default()
+        };
+        let bindings = [q.tensor.binding(), cu_seqlens.binding(), out.binding(), k.tensor.binding(), state.binding()];
+        let [x, y, _] = grid(u(n.div_ceil(prefill_rows(d))));
+        enc.dispatch(&kernel, bytemuck::bytes_of(&params), &bindings, [x, y, u(heads)]);
+    }
 }
 
 /// Key range of each query row for causal attention of `t` queries after `past` positions.

@@ -17,7 +17,7 @@ struct Params {
 
 /// Copies all of `src` into `dst`; both must hold a whole number of 16-byte words.
 pub fn copy(enc: &mut Encoder, src: &Tensor, dst: &Tensor) {
-    assert!(src.bytes() % 16 == 0 && src.bytes() == dst.bytes(), "copy: sizes must match and be multiples of 16 bytes");
+    assert!(src.bytes().is_multiple_of(16) && src.bytes() == dst.bytes(), "copy: sizes must match and be multiples of 16 bytes");
     let n = (src.bytes() / 16) as u32;
     let kernel = enc.gpu.kernel(key(enc.gpu, "copy", "copy_vec4").konst("WG", WG), SHADER);
     let params = Params { n, _pad: [0; 3] };

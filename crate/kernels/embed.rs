@@ -81,10 +81,10 @@ struct ScatterParams {
     n: u32,
     h_rows: u32,
     dim: u32,
-    _pad: u32,
+    row0: u32,
 }
 
-fn scatter(enc: &mut Encoder, entry: &'static str, h: &Tensor, pos: &Tensor, feat: &Tensor) {
+fn scatter(enc: &mut Encoder, entry: &'static str, h: &Tensor, row0: usize, pos: &Tensor, feat: &Tensor) {
     let dim = *h.shape.last().unwrap();
     let n = pos.numel();
     assert_eq!(pos.dtype, DType::U32, "{entry} positions");
@@ -95,27 +95,29 @@ fn scatter(enc: &mut Encoder, entry: &'static str, h: &Tensor, pos: &Tensor, fea
     let vec4 = dim.is_multiple_of(4);
     let w = if vec4 { 4 } else { 1 };
     let kernel = enc.gpu.kernel(key(enc.gpu, "embed", entry).flag("VEC4", vec4).konst("WG", WG), SHADER);
-    let params = ScatterParams { n: n as u32, h_rows: (h.numel() / dim) as u32, dim: (dim / w) as u32, _pad: 0 };
+    let params = ScatterParams { n: n as u32, h_rows: (h.numel() / dim) as u32, dim: (dim / w) as u32, row0: row0 as u32 };
     let groups = grid(((n * dim / w) as u32).div_ceil(WG));
     enc.dispatch(&kernel, bytemuck::bytes_of(&params), &[pos.binding(), feat.binding(), h.binding()], groups);
 }
 
-/// `h[pos[i]] = feat[i]`: the merger's features replace the image/video pad tokens'
-/// embeddings. h `[t, d]`, pos `[n]` u32 (distinct rows), feat `[n, d]`.
-pub fn scatter_rows(enc: &mut Encoder, h: &Tensor, pos: &Tensor, feat: &Tensor) {
-    scatter(enc, "scatter_set", h, pos, feat);
+/// `h[pos[i] - row0] = feat[i]`: the merger's features replace the image/video pad tokens'
+/// embeddings. h `[t, d]` holds rows `row0..row0 + t` of the sequence (a prefill chunk), pos
+/// `[n]` u32 (distinct rows; those outside h are skipped), feat `[n, d]`.
+pub fn scatter_rows(enc: &mut Encoder, h: &Tensor, row0: usize, pos: &Tensor, feat: &Tensor) {
+    scatter(enc, "scatter_set", h, row0, pos, feat);
 }
 
-/// `h[pos[i]] += feat[i]`: DeepStack features added at the visual positions. Positions must be
-/// distinct (two adds to one row would race).
-pub fn scatter_add_rows(enc: &mut Encoder, h: &Tensor, pos: &Tensor, feat: &Tensor) {
-    scatter(enc, "scatter_add", h, pos, feat);
+/// `h[pos[i] - row0] += feat[i]`: DeepStack features added at the visual positions, as
+/// [`scatter_rows`]. Positions must be distinct (two adds to one row would race).
+pub fn scatter_add_rows(enc: &mut Encoder, h: &Tensor, row0: usize, pos: &Tensor, feat: &Tensor) {
+    scatter(enc, "scatter_add", h, row0, pos, feat);
 }
 
 /// [`scatter_rows`] (`add` false) or [`scatter_add_rows`] on the CPU.
-pub fn scatter_rows_ref(h: &mut [f32], dim: usize, pos: &[u32], feat: &[f32], add: bool) {
+pub fn scatter_rows_ref(h: &mut [f32], dim: usize, row0: usize, pos: &[u32], feat: &[f32], add: bool) {
     for (&p, f) in pos.iter().zip(feat.chunks(dim)) {
-        let Some(row) = h.get_mut(p as usize * dim..(p as usize + 1) * dim) else { continue };
+        let Some(r) = (p as usize).checked_sub(row0) else { continue };
+        let Some(row) = h.get_mut(r * dim..(r + 1) * dim) else { continue };
         for (x, v) in row.iter_mut().zip(f) {
             *x = if add { *x + v } else { *v };
         }

@@ -5,7 +5,7 @@
 //! Async: in the browser a readback may only be awaited. Tolerances are those of the native
 //! kernel tests (tests/kernels/*.rs, where each is justified), relative to max |reference|.
 
-use crate::gpu::{DType, Encoder, Gpu, GpuError, Tensor};
+use crate::gpu::{DType, Encoder, Gpu, GpuError, RowSplit, Tensor};
 use crate::testing::{f16_round, filled_cache, rel_err, Rng, AMP};
 
 use super::attention::{attention_ref, causal_keys, decode_attention, decode_scratch, decode_split, prefill_attention, vit_attention, vit_attention_ref, KvCache, MAX_DECODE_QUERIES};
@@ -169,15 +169,16 @@ async fn embed_cases(gpu: &Gpu, rng: &mut Rng, out: &mut Vec<Case>) -> Result<()
     // Copies of stored values: exact.
     out.push(case("embed: q4 37x70 in 8 parts", rel_err(&got, &embed_ref(&dequantized(&w, k, Format::Q4), k, &ids)), 0.0));
 
-    let (t, d) = (11, 7);
+    // h holds rows 3..14 of the sequence: position 2 lies before it, 14 after it.
+    let (t, d, row0) = (11, 7, 3);
     let h = rng.vec(t * d, 1.0);
-    let pos: Vec<u32> = vec![9, 2, 5, t as u32 + 3];
+    let pos: Vec<u32> = vec![12, 2, 5, 14];
     let feat = rng.vec(pos.len() * d, 1.0);
     let (gh, gp, gf) = (gpu.upload_f32(&h, &[t, d])?, gpu.upload_u32(&pos, &[pos.len()])?, gpu.upload_f32(&feat, &[pos.len(), d])?);
-    let got = after(gpu, &gh, |e| scatter_add_rows(e, &gh, &gp, &gf)).await?;
+    let got = after(gpu, &gh, |e| scatter_add_rows(e, &gh, row0, &gp, &gf)).await?;
     let mut want = h.clone();
-    scatter_rows_ref(&mut want, d, &pos, &feat, true);
-    out.push(case("embed: scatter_add_rows 11x7", rel_err(&got, &want), 0.0));
+    scatter_rows_ref(&mut want, d, row0, &pos, &feat, true);
+    out.push(case("embed: scatter_add_rows 11x7 from row 3", rel_err(&got, &want), 0.0));
 
     let (rows, dim, m) = (9, 7, 6);
     let table = rng.vec(rows * dim, 1.0);
@@ -251,14 +252,19 @@ async fn attention_cases(gpu: &Gpu, rng: &mut Rng, out: &mut Vec<Case>) -> Resul
             out.push(case(format!("attention: kv_append + {kind} {qh}/{kvh} heads d{d} t{t} past{past} {dtype:?} cache"), rel_err(&got, &want), TOL_SUM));
         }
     }
+    // The rows in parts of 4: the second segment's keys lie in three parts.
     let (heads, d, cu) = (2, 16, [0u32, 5, 12]);
-    let n = cu[2] as usize;
+    let (n, w) = (cu[2] as usize, 3 * heads * d);
     // q and k at AMP, v at 1 (the qkv rows are [q | k | v]).
-    let qkv: Vec<f32> = (0..n * 3 * heads * d).map(|i| rng.sym(if i / (heads * d) % 3 == 2 { 1.0 } else { AMP })).collect();
-    let (gqkv, gcu) = (gpu.upload_f32(&qkv, &[n, 3, heads, d])?, gpu.upload_u32(&cu, &[3])?);
-    let y = gpu.poisoned(DType::F32, &[n, heads * d])?;
-    let got = after(gpu, &y, |e| vit_attention(e, &gqkv, &gcu, &y)).await?;
-    out.push(case("attention: vit 2 heads d16 segments [0, 5, 12]", rel_err(&got, &vit_attention_ref(&qkv, heads, d, &cu)), TOL_SUM));
+    let qkv: Vec<f32> = (0..n * w).map(|i| rng.sym(if i / (heads * d) % 3 == 2 { 1.0 } else { AMP })).collect();
+    let gqkv = RowSplit::build(n, w, 4, |r| gpu.upload_f32(&qkv[r.start * w..r.end * w], &[r.len(), w]))?;
+    let gcu = gpu.upload_u32(&cu, &[3])?;
+    let mut got = Vec::new();
+    for (j, p) in gqkv.parts.iter().enumerate() {
+        let (y, state) = (gpu.poisoned(DType::F32, &[p.rows.len(), heads * d])?, gpu.poisoned(DType::F32, &[p.rows.len(), heads, 2])?);
+        got.extend(after(gpu, &y, |e| vit_attention(e, &gqkv, heads, &cu, &gcu, j, &state, &y)).await?);
+    }
+    out.push(case("attention: vit 2 heads d16 segments [0, 5, 12] in parts of 4", rel_err(&got, &vit_attention_ref(&qkv, heads, d, &cu)), TOL_SUM));
     Ok(())
 }
 

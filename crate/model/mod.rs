@@ -35,7 +35,7 @@ pub use quantized::Manifest;
 pub use safetensors::{Checkpoint, ConcatSource, Dtype, FileSource, MemSource, SafetensorsFile, Source, TensorInfo};
 pub use decode::{Choose, DecodePlan};
 pub use qwen3_vl::Qwen3VL;
-pub use text::{TextModel, TextState, VisualInput};
+pub use text::{TextInput, TextModel, TextState, VisualInput};
 pub use vision::{VisionModel, VisionOutput};
 pub use weights::{expected_tensors, is_matrix, validate, Report, Weights};
 

@@ -1,10 +1,12 @@
 //! The language model, `Qwen3VLTextModel` + `lm_head`: a Qwen3 decoder (pre-norm, q/k
 //! RMSNorm per head, GQA, interleaved MRoPE, SwiGLU) whose first layers also receive the
-//! DeepStack visual features.
+//! DeepStack visual features. A prompt runs in chunks of positions whose activations fit one
+//! binding each, every chunk writing its keys and values into the cache and attending to all
+//! of it.
 
 use std::ops::Range;
 
-use crate::gpu::{row_chunks, DType, Encoder, Gpu, Tensor};
+use crate::gpu::{row_chunks, spans, Arena, DType, Encoder, Gpu, GpuError, RowSplit, Tensor};
 use crate::kernels::attention::{decode_attention, decode_scratch, decode_split, prefill_attention, DecodeScratch, KvCache, MAX_DECODE_QUERIES};
 use crate::kernels::embed::{embed, scatter_add_rows, scatter_rows};
 use crate::kernels::matmul::{matmul, MatmulOpts};
@@ -14,7 +16,7 @@ use crate::kernels::rope::mrope_table;
 use crate::kernels::step::StepValues;
 
 use super::layers::{load_matrix, Linear, RmsNorm};
-use super::{ModelError, Qwen3VLTextConfig, Weights};
+use super::{ModelError, Qwen3VLTextConfig, VisionOutput, Weights};
 
 pub(super) struct DecoderLayer {
     input_layernorm: RmsNorm,
@@ -37,20 +39,42 @@ pub struct TextModel {
     pub(super) norm: RmsNorm,
     /// `None` when tied to `embed_tokens`.
     lm_head: Option<Matrix>,
+    /// Positions per prefill chunk (see [`TextModel::chunk_rows`]).
+    chunk_rows: usize,
 }
 
-/// Visual features entering the decoder: rows `positions` of the sequence take `embeds`, and
-/// after decoder layer `l` the rows get `deepstack[l]` added.
-pub struct VisualInput<'a> {
-    pub positions: &'a Tensor,
-    pub embeds: &'a Tensor,
-    pub deepstack: &'a [Tensor],
+/// Visual features entering the decoder (the vision tower's output for one or more images and
+/// videos): the call's token rows `rows` (one per merged token, in the output's order) take
+/// the merger's output, and after decoder layer `l` get DeepStack feature `l` added.
+pub struct VisualInput {
+    pub rows: Vec<u32>,
+    pub features: VisionOutput,
+}
+
+/// The tokens of one call: `ids` (already validated < vocab) with their M-RoPE `positions`
+/// (t, h, w per token) at cache positions `past..`, and the visual features their rows take.
+#[derive(Clone, Copy)]
+pub struct TextInput<'a> {
+    pub ids: &'a [u32],
+    pub positions: &'a [[u32; 3]],
+    pub past: usize,
+    pub visual: &'a [VisualInput],
 }
 
 /// The caches and scratch a conversation keeps between calls.
 pub struct TextState {
     pub caches: Vec<KvCache>,
     pub(super) decode_scratch: DecodeScratch,
+    /// The activations of prefill chunks and decode steps, reused from call to call.
+    arena: Arena,
+}
+
+impl TextState {
+    /// Lets go of the activation buffers no call took since the previous trim (a long
+    /// prompt's chunk buffers, once only shorter calls follow).
+    pub fn trim(&self) {
+        self.arena.trim();
+    }
 }
 
 /// The activations of `t` positions that every decoder layer reads and writes in turn.
@@ -65,8 +89,12 @@ pub(super) struct LayerBuffers {
 
 impl LayerBuffers {
     pub(super) fn new(gpu: &Gpu, c: &Qwen3VLTextConfig, t: usize) -> Result<Self, ModelError> {
+        Self::with(c, t, |shape| gpu.empty(DType::F32, shape))
+    }
+
+    /// The buffers, each `[t, ...]` f32 made by `f32s` for its shape.
+    fn with(c: &Qwen3VLTextConfig, t: usize, f32s: impl Fn(&[usize]) -> Result<Tensor, GpuError>) -> Result<Self, ModelError> {
         let (h, d, qh, kvh) = (c.hidden_size, c.head_dim, c.num_attention_heads, c.num_key_value_heads);
-        let f32s = |shape: &[usize]| gpu.empty(DType::F32, shape);
         Ok(LayerBuffers {
             x: f32s(&[t, h])?,
             qkv: f32s(&[t, (qh + 2 * kvh) * d])?,
@@ -138,7 +166,22 @@ impl TextModel {
         } else {
             Some(load_matrix(gpu, w, "lm_head.weight", &[vocab, h], format)?)
         };
-        Ok(TextModel { config: c.clone(), embed_tokens, layers, norm, lm_head })
+        // The widest per-position activation: the MLP's (SiLU·mul is fused into gate|up, so it
+        // holds intermediate_size), q|k|v, the residual stream (which visual rows replace), or
+        // the chunk's logits.
+        let widest = [c.intermediate_size, qd + 2 * kvd, h, vocab].into_iter().max().unwrap_or(1);
+        let (row_bytes, limit) = (4 * widest as u64, gpu.caps.max_binding());
+        let chunk_rows = (limit / row_bytes) as usize;
+        if chunk_rows == 0 {
+            return Err(GpuError::TooLarge { what: "one position's activations in the decoder".into(), bytes: row_bytes, limit }.into());
+        }
+        Ok(TextModel { config: c.clone(), embed_tokens, layers, norm, lm_head, chunk_rows })
+    }
+
+    /// Positions per prefill chunk on this model's device: as many as keep every activation of
+    /// a chunk (the widest is the MLP's or, for a real vocabulary, its logits) within one binding.
+    pub fn chunk_rows(&self) -> usize {
+        self.chunk_rows
     }
 
     /// KV caches of `dtype` (F16 or F32) for `capacity` positions in every layer.
@@ -148,7 +191,7 @@ impl TextModel {
             .map(|_| KvCache::new(gpu, c.num_key_value_heads, capacity, c.head_dim, dtype))
             .collect::<Result<Vec<_>, _>>()?;
         let decode_scratch = decode_scratch(gpu, &caches[0], c.num_attention_heads, MAX_DECODE_QUERIES)?;
-        Ok(TextState { caches, decode_scratch })
+        Ok(TextState { caches, decode_scratch, arena: Arena::new(gpu, self.chunk_rows) })
     }
 
     pub(super) fn head(&self) -> &Matrix {
@@ -184,12 +227,13 @@ impl TextModel {
         visual: Option<&VisualInput>,
         all_logits: bool,
     ) -> Result<Tensor, ModelError> {
-        let hidden = self.hidden_states(enc, state, ids, positions, past, visual, all_logits)?;
-        self.lm_head(enc, &hidden, 0..hidden.shape[0])
+        let hidden = self.hidden_states(enc, state, ids, positions, past, visual.map(std::slice::from_ref).unwrap_or_default(), all_logits)?;
+        self.lm_head(enc, &hidden, 0..hidden.rows)
     }
 
-    /// [`TextModel::forward`] up to the head: the final-normed hidden states (`model.norm`'s
-    /// output, `[t, hidden]`) of every position (`all_positions`) or of the last only (`[1, hidden]`).
+    /// [`TextModel::forward`] up to the head, one chunk of positions after the other: the
+    /// final-normed hidden states (`model.norm`'s output, `[t, hidden]` in chunk-sized parts)
+    /// of every position (`all_positions`) or of the last only (`[1, hidden]`).
     #[allow(clippy::too_many_arguments)]
     pub fn hidden_states(
         &self,
@@ -198,61 +242,84 @@ impl TextModel {
         ids: &[u32],
         positions: &[[u32; 3]],
         past: usize,
-        visual: Option<&VisualInput>,
+        visual: &[VisualInput],
         all_positions: bool,
-    ) -> Result<Tensor, ModelError> {
+    ) -> Result<RowSplit, ModelError> {
+        let input = TextInput { ids, positions, past, visual };
+        let mut parts = Vec::new();
+        for rows in spans(ids.len(), self.chunk_rows) {
+            parts.extend(self.prefill_chunk(enc, state, &input, rows, all_positions)?);
+        }
+        Ok(RowSplit::from_parts(self.config.hidden_size, parts))
+    }
+
+    /// Positions `rows` (at most [`TextModel::chunk_rows`]) of the call's tokens: writes their
+    /// keys and values into the caches (earlier chunks must be recorded already) and returns
+    /// their final-normed hidden states with `all_positions`, the last position's when `rows`
+    /// ends the call, else nothing. The visual rows that fall in the chunk take their features.
+    pub fn prefill_chunk(&self, enc: &mut Encoder, state: &TextState, input: &TextInput, rows: Range<usize>, all_positions: bool) -> Result<Option<Tensor>, ModelError> {
         let gpu = enc.gpu;
         let c = &self.config;
-        let t = ids.len();
-        assert_eq!(positions.len(), t, "one position per token");
+        let TextInput { ids, positions, past, visual } = *input;
+        assert_eq!(positions.len(), ids.len(), "one position per token");
+        assert!(rows.start < rows.end && rows.end <= ids.len() && rows.len() <= self.chunk_rows, "chunk {rows:?} of {} ids", ids.len());
+        let last = rows.end == ids.len();
+        let (t, row0, past) = (rows.len(), rows.start, past + rows.start);
         assert!(past + t <= state.caches[0].capacity, "{past} + {t} positions exceed the cache");
         let h = c.hidden_size;
-        let now = self.step_values(state, past, positions).upload(gpu)?;
+        let now = self.step_values(state, past, &positions[rows.clone()]).upload(gpu)?;
         let attend = match t <= MAX_DECODE_QUERIES {
             true => Attend::Decode(&state.decode_scratch),
             false => Attend::Prefill { past },
         };
-        let ids = gpu.upload_u32(ids, &[t])?;
-        let a = LayerBuffers::new(gpu, c, t)?;
-        embed(enc, &self.embed_tokens, &ids, &a.x);
-        if let Some(v) = visual {
-            scatter_rows(enc, &a.x, v.positions, v.embeds);
+        let a = LayerBuffers::with(c, t, |shape| Ok(state.arena.rows(gpu, DType::F32, t, shape[1..].iter().product())?.view(shape)))?;
+        embed(enc, &self.embed_tokens, &gpu.upload_u32(&ids[rows.clone()], &[t])?, &a.x);
+        // The parts of each visual input's features with tokens in this chunk, and those tokens.
+        let mut features = Vec::new();
+        for v in visual {
+            for (i, part) in v.features.embeds.parts.iter().enumerate() {
+                let at = &v.rows[part.rows.clone()];
+                if at.iter().any(|&r| rows.contains(&(r as usize))) {
+                    features.push((v, i, gpu.upload_u32(at, &[at.len()])?));
+                }
+            }
+        }
+        for (input, i, at) in &features {
+            scatter_rows(enc, &a.x, row0, at, &input.features.embeds.parts[*i].tensor);
         }
         for (l, layer) in self.layers.iter().enumerate() {
             layer.forward(enc, &a, &state.caches[l], &now, &attend);
-            if let Some(ds) = visual.and_then(|v| v.deepstack.get(l).map(|f| (v.positions, f))) {
-                scatter_add_rows(enc, &a.x, ds.0, ds.1);
+            for (input, i, at) in &features {
+                if let Some(ds) = input.features.deepstack.get(l) {
+                    scatter_add_rows(enc, &a.x, row0, at, &ds.parts[*i].tensor);
+                }
             }
         }
-        let rows = if all_positions { t } else { 1 };
-        let hidden = gpu.empty(DType::F32, &[rows, h])?;
         if all_positions {
+            let hidden = state.arena.rows(gpu, DType::F32, t, h)?;
             self.norm.forward(enc, &a.x, &hidden);
-        } else {
+            Ok(Some(hidden))
+        } else if last {
             // Only the last position feeds generation: norm it alone.
-            let x_last = gpu.empty(DType::F32, &[1, h])?;
+            let one = || state.arena.rows(gpu, DType::F32, 1, h);
+            let (x_last, hidden) = (one()?, one()?);
             enc.copy(&a.x.buffer, ((t - 1) * h * 4) as u64, &x_last.buffer, 0, (h * 4) as u64);
             self.norm.forward(enc, &x_last, &hidden);
+            Ok(Some(hidden))
+        } else {
+            Ok(None)
         }
-        Ok(hidden)
     }
 
     /// `lm_head` on rows `rows` of the final-normed `hidden` states: their logits,
     /// `[rows.len(), vocab]`, which must fit one storage binding ([`TextModel::logits_chunks`]
     /// cuts longer prompts).
-    pub fn lm_head(&self, enc: &mut Encoder, hidden: &Tensor, rows: Range<usize>) -> Result<Tensor, ModelError> {
+    pub fn lm_head(&self, enc: &mut Encoder, hidden: &RowSplit, rows: Range<usize>) -> Result<Tensor, ModelError> {
         let gpu = enc.gpu;
         let (n, h, vocab) = (rows.len(), self.config.hidden_size, self.config.vocab_size);
-        assert!(hidden.shape == [hidden.shape[0], h] && rows.end <= hidden.shape[0], "rows {rows:?} of hidden states {:?}", hidden.shape);
+        assert!(hidden.cols == h && rows.end <= hidden.rows, "rows {rows:?} of hidden states [{}, {}]", hidden.rows, hidden.cols);
         gpu.check_binding(&format!("the logits of {n} positions"), 4 * (n * vocab) as u64)?;
-        // A chunk from row 0 is a view; later ones are copied out (bindings take no offset).
-        let x = if rows.start == 0 {
-            hidden.view(&[n, h])
-        } else {
-            let x = gpu.empty(DType::F32, &[n, h])?;
-            enc.copy(&hidden.buffer, (rows.start * h * 4) as u64, &x.buffer, 0, (n * h * 4) as u64);
-            x
-        };
+        let x = hidden.rows(enc, rows)?;
         let logits = gpu.empty(DType::F32, &[n, vocab])?;
         matmul(enc, &x, self.head(), None, &logits);
         Ok(logits)

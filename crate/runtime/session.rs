@@ -6,11 +6,11 @@
 use std::hash::{Hash, Hasher};
 use std::ops::{Deref, Range};
 
-use crate::gpu::{DType, Encoder, Gpu, Profiler, Submission, Tensor};
+use crate::gpu::{spans, DType, Encoder, Gpu, Profiler, RowSplit, Submission, Tensor};
 use crate::kernels::attention::MAX_DECODE_QUERIES;
 use crate::kernels::quant::Format;
 use crate::kernels::sample::{argmax, sample, seen_words, History, SampleParams};
-use crate::model::{Choose, DecodePlan, ModelError, Qwen3VL, TextState, VisualInput};
+use crate::model::{Choose, DecodePlan, ModelError, Qwen3VL, TextInput, TextState, VisualInput};
 use crate::runtime::VisionInput;
 
 /// `G` and `M` are handles to the device and the model: plain references natively, `Rc`s where
@@ -146,6 +146,7 @@ impl<G: Deref<Target = Gpu>, M: Deref<Target = Qwen3VL>> Session<G, M> {
     /// computed, and the vision tower runs only on the inputs whose pad tokens are new.
     /// Returns the logits of the last position, or of every new position with `all_logits` (as
     /// long as they fit one binding; [`Session::prefill_hidden_states`] takes any length).
+    /// Any prompt up to the capacity and any image runs: both go through the GPU in chunks.
     pub fn prefill(
         &mut self,
         input_ids: &[u32],
@@ -156,13 +157,15 @@ impl<G: Deref<Target = Gpu>, M: Deref<Target = Qwen3VL>> Session<G, M> {
         all_logits: bool,
     ) -> Result<Tensor, ModelError> {
         let hidden = self.prefill_hidden_states(input_ids, positions, rope_delta, images, videos, all_logits)?;
-        self.logits(&hidden, 0..hidden.shape[0])
+        self.logits(&hidden, 0..hidden.rows)
     }
 
     /// [`Session::prefill`] up to the head: the final-normed hidden states of the last
     /// position, or of every new position with `all_positions`, for [`Session::logits`] to
     /// turn into logits a chunk of rows at a time (`TextModel::logits_chunks`): a real
-    /// vocabulary's logits fill a 128 MiB binding in ~220 positions.
+    /// vocabulary's logits fill a 128 MiB binding in ~220 positions. The new tokens run in the
+    /// text model's chunks; the vision tower runs on each new image or video just before the
+    /// first chunk holding its tokens, and its features go once the last such chunk is recorded.
     pub fn prefill_hidden_states(
         &mut self,
         input_ids: &[u32],
@@ -171,7 +174,7 @@ impl<G: Deref<Target = Gpu>, M: Deref<Target = Qwen3VL>> Session<G, M> {
         images: &[VisionInput],
         videos: &[VisionInput],
         all_positions: bool,
-    ) -> Result<Tensor, ModelError> {
+    ) -> Result<RowSplit, ModelError> {
         self.gpu.check()?;
         let c = &self.model.config;
         let vocab = c.text_config.vocab_size;
@@ -188,31 +191,45 @@ impl<G: Deref<Target = Gpu>, M: Deref<Target = Qwen3VL>> Session<G, M> {
         // Keep at least the last token to compute, so there are logits to return.
         let past = self.reusable(input_ids, input_ids.len() - 1, &image_spans, &video_spans);
         let new = &input_ids[past..];
-        let run: Vec<&VisionInput> = images.iter().zip(&image_spans).chain(videos.iter().zip(&video_spans))
-            .filter(|(_, s)| s.first >= past).map(|(v, _)| v).collect();
-        // Rows of the new part that take vision features, in the tower's output order:
-        // images then videos, each in sequence order.
-        let rows_of = |id: u32| new.iter().enumerate().filter(move |(_, &t)| t == id).map(|(i, _)| i as u32);
-        let pos: Vec<u32> = rows_of(c.image_token_id).chain(rows_of(c.video_token_id)).collect();
+        // The new images and videos in prompt order, each with the rows of `new` its pads hold.
+        let mut todo: Vec<(Vec<u32>, &VisionInput)> = [(c.image_token_id, images, &image_spans), (c.video_token_id, videos, &video_spans)]
+            .into_iter()
+            .flat_map(|(id, inputs, spans)| inputs.iter().zip(spans).map(move |(v, s)| (id, v, s)))
+            .filter(|(_, _, s)| s.first >= past)
+            .map(|(id, v, s)| ((s.first..s.end).filter(|&i| input_ids[i] == id).map(|i| (i - past) as u32).collect(), v))
+            .collect();
+        todo.sort_by_key(|(rows, _)| rows.first().copied());
+        let encoded = todo.len();
+        let mut todo = todo.into_iter().peekable();
         let rows: Vec<[u32; 3]> = (past..input_ids.len()).map(|i| [positions[0][i], positions[1][i], positions[2][i]]).collect();
-        let gpu = &*self.gpu;
+        // Chunks reach the GPU as they are recorded: from here on the cache holds only the prefix.
+        self.tokens.truncate(past);
+        let (gpu, text) = (&*self.gpu, &self.model.language_model);
         let mut enc = Encoder::new(gpu);
-        let visual = if run.is_empty() {
-            None
-        } else {
-            let pixels: Vec<f32> = run.iter().flat_map(|v| v.pixel_values.iter().copied()).collect();
-            let grids: Vec<[usize; 3]> = run.iter().map(|v| v.grid_thw).collect();
-            Some((self.model.visual.forward(&mut enc, &pixels, &grids)?, gpu.upload_u32(&pos, &[pos.len()])?))
-        };
-        let visual_input = visual.as_ref().map(|(out, positions)| VisualInput { positions, embeds: &out.embeds, deepstack: &out.deepstack });
-        let hidden = self.model.language_model.hidden_states(&mut enc, &self.state, new, &rows, past, visual_input.as_ref(), all_positions)?;
+        let mut visual: Vec<VisualInput> = Vec::new();
+        let mut parts = Vec::new();
+        for chunk in spans(new.len(), text.chunk_rows()) {
+            while let Some((at, input)) = todo.next_if(|(at, _)| at.first().is_some_and(|&r| (r as usize) < chunk.end)) {
+                let features = self.model.visual.forward(&mut enc, &input.pixel_values, &[input.grid_thw])?;
+                visual.push(VisualInput { rows: at, features });
+            }
+            visual.retain(|v| v.rows.iter().any(|&r| r as usize >= chunk.start));
+            let input = TextInput { ids: new, positions: &rows, past, visual: &visual };
+            parts.extend(text.prefill_chunk(&mut enc, &self.state, &input, chunk.clone(), all_positions)?);
+            if chunk.end < new.len() {
+                enc.flush();
+                gpu.check()?;
+            }
+        }
+        drop(visual);
+        let hidden = RowSplit::from_parts(c.text_config.hidden_size, parts);
         enc.submit();
         gpu.check()?;
-        self.tokens.truncate(past);
+        self.state.trim();
         self.tokens.extend_from_slice(new);
         self.vision = image_spans.into_iter().chain(video_spans).collect();
-        self.last = Prefilled { cached: past, computed: new.len(), encoded: run.len() };
-        self.vision_encoded += run.len();
+        self.last = Prefilled { cached: past, computed: new.len(), encoded };
+        self.vision_encoded += encoded;
         self.answer_start = self.tokens.len();
         self.rope_delta = rope_delta;
         Ok(hidden)
@@ -220,7 +237,7 @@ impl<G: Deref<Target = Gpu>, M: Deref<Target = Qwen3VL>> Session<G, M> {
 
     /// The logits, `[rows.len(), vocab]`, of rows `rows` of `hidden` (from
     /// [`Session::prefill_hidden_states`]).
-    pub fn logits(&self, hidden: &Tensor, rows: Range<usize>) -> Result<Tensor, ModelError> {
+    pub fn logits(&self, hidden: &RowSplit, rows: Range<usize>) -> Result<Tensor, ModelError> {
         let mut enc = Encoder::new(&self.gpu);
         let logits = self.model.language_model.lm_head(&mut enc, hidden, rows)?;
         enc.submit();
@@ -305,13 +322,11 @@ impl<G: Deref<Target = Gpu>, M: Deref<Target = Qwen3VL>> Session<G, M> {
         let patch = v.in_channels * v.temporal_patch_size * v.patch_size * v.patch_size;
         let mut enc = Encoder::new(gpu);
         let vision = model.visual.forward(&mut enc, &vec![0.0; grid.iter().product::<usize>() * patch], &[grid])?;
-        let rows: Vec<u32> = (1..=image_rows as u32).collect();
-        let rows = gpu.upload_u32(&rows, &[image_rows])?;
-        let visual = VisualInput { positions: &rows, embeds: &vision.embeds, deepstack: &vision.deepstack };
+        let visual = [VisualInput { rows: (1..=image_rows as u32).collect(), features: vision }];
         for t in (1..=MAX_DECODE_QUERIES).chain([image_rows + 2]).filter(|&t| t <= self.capacity()) {
             let ids = vec![0; t];
             let positions: Vec<[u32; 3]> = (0..t as u32).map(|p| [p; 3]).collect();
-            let visual = (t > image_rows).then_some(&visual);
+            let visual = if t > image_rows { &visual[..] } else { &[] };
             model.language_model.hidden_states(&mut enc, &self.state, &ids, &positions, 0, visual, false)?;
         }
         Ok(gpu.kernel_labels().split_off(before))

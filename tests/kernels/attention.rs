@@ -1,4 +1,4 @@
-use qwen3_vl_webgpu::gpu::{DType, Encoder, Gpu, Tensor};
+use qwen3_vl_webgpu::gpu::{DType, Encoder, Gpu, RowSplit, Tensor};
 use qwen3_vl_webgpu::kernels::attention::*;
 use qwen3_vl_webgpu::kernels::step::StepValues;
 use qwen3_vl_webgpu::testing::{assert_close, filled_cache, Rng, AMP};
@@ -86,7 +86,7 @@ fn check_causal(name: &str, seed: u64, cases: &[(usize, usize, usize, usize, usi
 
 #[test]
 fn prefill_attention_matches_reference() {
-    check_causal("prefill", 11, PREFILL, |enc, q, cache, past, out| prefill_attention(enc, q, cache, past, out));
+    check_causal("prefill", 11, PREFILL, prefill_attention);
 }
 
 /// (q heads, kv heads, head dim, queries, past)
@@ -143,23 +143,44 @@ fn decode_attention_reuses_its_scratch() {
     }
 }
 
+/// The ViT's attention with its rows split over buffers of `part` rows: a segment longer than
+/// a part visits every part holding its keys, carrying the softmax state in memory. Outputs
+/// and state poisoned, so a row left unwritten or a first dispatch reading stale state shows.
 #[test]
 fn vit_attention_matches_reference() {
     let mut rng = Rng::new(13);
+    // (heads, head dim, segment offsets, rows per part)
+    let cases: &[(usize, usize, &[u32], usize)] = &[
+        (2, 64, &[0, 1, 8, 308], 308),
+        (3, 16, &[0, 5], 5),
+        (16, 64, &[0, 100, 200], 200),
+        // Ragged parts: a 300-key segment over 9 parts, segments starting mid-part.
+        (2, 64, &[0, 1, 8, 308], 37),
+        (3, 16, &[0, 5, 6, 47], 3),
+        (1, 8, &[0, 13, 250], 64),
+        (4, 32, &[0, 4, 8, 12, 16, 20], 4),
+    ];
     for gpu in gpus() {
-        for (heads, d, cu) in [(2, 64, vec![0u32, 1, 8, 308]), (3, 16, vec![0, 5]), (16, 64, vec![0, 100, 200])] {
-            let n = *cu.last().unwrap() as usize;
+        for &(heads, d, cu, part) in cases {
+            let (n, w) = (*cu.last().unwrap() as usize, 3 * heads * d);
             // q and k at AMP, v at 1 (the qkv rows are [q | k | v]).
-            let qkv: Vec<f32> = (0..n * 3 * heads * d).map(|i| rng.sym(if i / (heads * d) % 3 == 2 { 1.0 } else { AMP })).collect();
-            let gqkv = gpu.upload_f32(&qkv, &[n, 3, heads, d]).unwrap();
-            let gcu = gpu.upload_u32(&cu, &[cu.len()]).unwrap();
-            let out = gpu.poisoned(DType::F32, &[n, heads * d]).unwrap();
+            let qkv: Vec<f32> = (0..n * w).map(|i| rng.sym(if i / (heads * d) % 3 == 2 { 1.0 } else { AMP })).collect();
+            let gqkv = RowSplit::build(n, w, part, |r| gpu.upload_f32(&qkv[r.start * w..r.end * w], &[r.len(), w])).unwrap();
+            let gcu = gpu.upload_u32(cu, &[cu.len()]).unwrap();
             let mut enc = Encoder::new(gpu);
-            vit_attention(&mut enc, &gqkv, &gcu, &out);
+            let outs: Vec<Tensor> = (0..gqkv.parts.len())
+                .map(|j| {
+                    let rows = gqkv.parts[j].rows.len();
+                    let out = gpu.poisoned(DType::F32, &[rows, heads * d]).unwrap();
+                    let state = gpu.poisoned(DType::F32, &[rows, heads, 2]).unwrap();
+                    vit_attention(&mut enc, &gqkv, heads, cu, &gcu, j, &state, &out);
+                    out
+                })
+                .collect();
             enc.submit();
-            let want = vit_attention_ref(&qkv, heads, d, &cu);
-            let what = format!("vit {heads} heads d{d} segments {cu:?} {:?}", gpu.caps.profile);
-            let got = read(gpu, &out);
+            let want = vit_attention_ref(&qkv, heads, d, cu);
+            let what = format!("vit {heads} heads d{d} segments {cu:?} in parts of {part} {:?}", gpu.caps.profile);
+            let got: Vec<f32> = outs.iter().flat_map(|o| read(gpu, o)).collect();
             assert_close(&what, &got, &want, TOL);
         }
     }

@@ -34,16 +34,19 @@ fn embed_gathers_rows_of_every_format_across_parts() {
     }
 }
 
+/// h holds rows row0.. of a sequence (a prefill chunk): positions before or after it are
+/// skipped.
 #[test]
 fn scatter_sets_and_adds_rows() {
     let mut rng = Rng::new(32);
     for gpu in gpus() {
-        for &(t, d) in &[(1, 1), (11, 7), (13, 12), (40, 2048)] {
+        for &(t, d, row0) in &[(1, 1, 0), (11, 7, 0), (13, 12, 5), (40, 2048, 3), (9, 5, 17)] {
             let h = rng.vec(t * d, 1.0);
-            // Distinct rows in a shuffled order, plus one past h (skipped).
-            let mut pos: Vec<u32> = (0..t as u32).filter(|_| rng.below(2) == 0).collect();
+            // Distinct rows in a shuffled order, plus some before and past h.
+            let mut pos: Vec<u32> = (row0 as u32..(row0 + t) as u32).filter(|_| rng.below(2) == 0).collect();
             pos.reverse();
-            pos.push(t as u32 + 3);
+            pos.push((row0 + t + 3) as u32);
+            pos.extend((0..row0 as u32).filter(|_| rng.below(3) == 0));
             let feat = rng.vec(pos.len() * d, 1.0);
             for add in [false, true] {
                 let gh = gpu.upload_f32(&h, &[t, d]).unwrap();
@@ -51,15 +54,15 @@ fn scatter_sets_and_adds_rows() {
                 let gf = gpu.upload_f32(&feat, &[pos.len(), d]).unwrap();
                 let mut enc = Encoder::new(gpu);
                 if add {
-                    scatter_add_rows(&mut enc, &gh, &gp, &gf);
+                    scatter_add_rows(&mut enc, &gh, row0, &gp, &gf);
                 } else {
-                    scatter_rows(&mut enc, &gh, &gp, &gf);
+                    scatter_rows(&mut enc, &gh, row0, &gp, &gf);
                 }
                 enc.submit();
                 let mut want = h.clone();
-                scatter_rows_ref(&mut want, d, &pos, &feat, add);
+                scatter_rows_ref(&mut want, d, row0, &pos, &feat, add);
                 // Copies and single f32 additions, identical on both sides.
-                let what = format!("scatter add={add} {t}x{d} {:?}", gpu.caps.profile);
+                let what = format!("scatter add={add} {t}x{d} from row {row0} {:?}", gpu.caps.profile);
                 assert_close(&what, &gpu.read_f32_blocking(&gh).unwrap(), &want, 0.0);
             }
         }
