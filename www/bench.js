@@ -1,6 +1,7 @@
 // The benchmark page: runs the wasm build's `bench` in a dedicated Worker (where the engine runs
 // in real apps, so host time per token is the worker's) and prints its rows as a Markdown table
-// a person can paste into an issue. `?size=2b|4b&contexts=128,4096&run` starts it at once.
+// a person can paste into an issue. `?size=2b|4b&contexts=128,4096&run` starts it at once;
+// `&decodeOnly` keeps only the compile, decode and memory rows.
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
 const rows = [];
@@ -9,6 +10,7 @@ let header = "";
 for (const [name, id] of [["size", "size"], ["contexts", "contexts"]]) {
   if (params.has(name)) $(id).value = params.get(name);
 }
+$("decode-only").checked = params.has("decodeOnly");
 
 /** The rows so far as Markdown, under the adapter line. */
 function markdown() {
@@ -57,7 +59,7 @@ function run() {
     }
   };
   worker.onerror = (e) => fail(`The benchmark worker failed to start (${e.message || "its script or the wasm could not be loaded"}); build the package with pkg/build.sh.`);
-  worker.postMessage({ size: $("size").value, contexts });
+  worker.postMessage({ size: $("size").value, contexts, decodeOnly: $("decode-only").checked });
 }
 
 $("run").onclick = run;

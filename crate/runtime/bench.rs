@@ -31,11 +31,14 @@ pub struct Options<'p> {
     pub max_pixels: usize,
     /// GPU time per kernel family (timestamp queries) for one decode token and for the ViT.
     pub profiler: Option<&'p Profiler>,
+    /// Only the compile, decode and memory rows: a minute where the ViT and the prefill would
+    /// take hours (a large model on a software adapter).
+    pub decode_only: bool,
 }
 
 impl Default for Options<'_> {
     fn default() -> Self {
-        Options { contexts: vec![128, 4096], tokens: 8, prefill_tokens: 512, vit_patches: vec![], photos: vec![], max_pixels: DEFAULT_MAX_PIXELS, profiler: None }
+        Options { contexts: vec![128, 4096], tokens: 8, prefill_tokens: 512, vit_patches: vec![], photos: vec![], max_pixels: DEFAULT_MAX_PIXELS, profiler: None, decode_only: false }
     }
 }
 
@@ -52,7 +55,8 @@ pub async fn run(gpu: &Gpu, model: &Qwen3VL, opts: &Options<'_>, mut on_row: imp
     }
     let processor = ImageProcessor::default().with_budget(opts.max_pixels)?;
     let weights = gpu.memory.live();
-    let longest = opts.contexts.iter().copied().max().unwrap_or(0).max(opts.prefill_tokens);
+    let prefill = if opts.decode_only { 0 } else { opts.prefill_tokens };
+    let longest = opts.contexts.iter().copied().max().unwrap_or(0).max(prefill);
     let mut session = Session::new(gpu, model, longest + opts.tokens + 8)?;
 
     let start = now_ms();
@@ -61,26 +65,28 @@ pub async fn run(gpu: &Gpu, model: &Qwen3VL, opts: &Options<'_>, mut on_row: imp
     row(format!("compile: {pipelines} pipelines"), secs(now_ms() - start));
 
     let frame = camera_frame(&ImageProcessor::default())?;
-    let (vit_ms, _) = vit(gpu, model, &frame.pixel_values, frame.grid_thw).await?;
-    row(format!("ViT, one 640×480 frame ({} patches)", frame.grid_thw.iter().product::<usize>()), secs(vit_ms));
+    if !opts.decode_only {
+        let (vit_ms, _) = vit(gpu, model, &frame.pixel_values, frame.grid_thw).await?;
+        row(format!("ViT, one 640×480 frame ({} patches)", frame.grid_thw.iter().product::<usize>()), secs(vit_ms));
+    }
     let vc = &c.vision_config;
     let mut rng = Rng::new(1);
-    for (&patches, &side) in opts.vit_patches.iter().zip(&squares) {
+    for (&patches, &side) in opts.vit_patches.iter().zip(&squares).filter(|_| !opts.decode_only) {
         let pixels = rng.vec(patches * vc.in_channels * vc.temporal_patch_size * vc.patch_size * vc.patch_size, 1.0);
         let (ms, cpu_s) = vit(gpu, model, &pixels, [1, side, side]).await?;
         row(format!("ViT, {side}×{side} patches ({patches})"), format!("{}, {:.1} ms/patch{}", secs(ms), ms / patches as f64, cpu_note(cpu_s)));
     }
 
-    // Text ids: no image or video pads, which would ask for their pixels.
-    let text_ids = c.image_token_id.min(c.video_token_id).min(c.text_config.vocab_size as u32) as u64;
-    let n = opts.prefill_tokens;
-    let ids: Vec<u32> = (0..n).map(|_| rng.below(text_ids) as u32).collect();
-    gpu.memory.reset_peak();
-    let start = now_ms();
-    let logits = session.prefill(&ids, &text_positions(n), 0, &[], &[], false)?;
-    session.choose(&logits, &Sampling::Greedy, 0.0).await?;
-    row(format!("prefill, {n} tokens"), format!("{:.1} tok/s", n as f64 / (now_ms() - start) * 1e3));
-    row(format!("GPU memory: peak of that prefill (weights, KV cache for {} tokens, activations)", session.capacity()), mib(gpu.memory.peak()));
+    let text_ids = text_ids(model);
+    if prefill > 0 {
+        let ids: Vec<u32> = (0..prefill).map(|_| rng.below(text_ids) as u32).collect();
+        gpu.memory.reset_peak();
+        let start = now_ms();
+        let logits = session.prefill(&ids, &text_positions(prefill), 0, &[], &[], false)?;
+        session.choose(&logits, &Sampling::Greedy, 0.0).await?;
+        row(format!("prefill, {prefill} tokens"), format!("{:.1} tok/s", prefill as f64 / (now_ms() - start) * 1e3));
+        row(format!("GPU memory: peak of that prefill (weights, KV cache for {} tokens, activations)", session.capacity()), mib(gpu.memory.peak()));
+    }
     let mut peak = gpu.memory.peak();
 
     for &ctx in &opts.contexts {
@@ -105,6 +111,8 @@ pub async fn run(gpu: &Gpu, model: &Qwen3VL, opts: &Options<'_>, mut on_row: imp
         decoder.read(step).await?;
         decoder.finish(&[]);
         profile_rows(&format!("one decode token at {ctx} context"), p.read(gpu).await.map_err(ModelError::from)?, &mut row);
+    }
+    if let Some(p) = opts.profiler.filter(|_| !opts.decode_only) {
         let mut enc = Encoder::new(gpu);
         enc.profile(p);
         model.visual.forward(&mut enc, &frame.pixel_values, &[frame.grid_thw])?;
@@ -112,10 +120,31 @@ pub async fn run(gpu: &Gpu, model: &Qwen3VL, opts: &Options<'_>, mut on_row: imp
         profile_rows("ViT, one 640×480 frame", p.read(gpu).await.map_err(ModelError::from)?, &mut row);
     }
     peak = peak.max(gpu.memory.peak());
+    let capacity = session.capacity();
     drop(session);
+    if !opts.decode_only {
+        peak = peak.max(first_token_rows(gpu, model, opts, &processor, &frame, &mut rng, &mut row).await?);
+    }
+    row("GPU memory: weights".into(), mib(weights));
+    row(format!("GPU memory: peak (weights, KV cache for {capacity} tokens, activations)"), mib(peak));
+    Ok(())
+}
 
-    // Time to first token for one image and 32 text tokens, through a fresh session as a chat
-    // does, with the GPU memory it peaks at.
+/// Time to first token for the camera frame and for each of `opts.photos`, each between 32
+/// random text tokens, through a fresh session as a chat does (the photo rows with their own
+/// peak GPU memory). Returns the frame's peak.
+async fn first_token_rows(
+    gpu: &Gpu,
+    model: &Qwen3VL,
+    opts: &Options<'_>,
+    processor: &ImageProcessor,
+    frame: &VisionInput,
+    rng: &mut Rng,
+    row: &mut impl FnMut(String, String),
+) -> Result<u64, RuntimeError> {
+    let c = &model.config;
+    let merge = c.vision_config.spatial_merge_size;
+    let text_ids = text_ids(model);
     let mut first_token = async |image: &VisionInput| -> Result<(usize, f64, Option<f64>, u64), RuntimeError> {
         let mut ids: Vec<u32> = (0..16).map(|_| rng.below(text_ids) as u32).collect();
         ids.push(c.vision_start_token_id);
@@ -130,14 +159,11 @@ pub async fn run(gpu: &Gpu, model: &Qwen3VL, opts: &Options<'_>, mut on_row: imp
         session.choose(&logits, &Sampling::Greedy, 0.0).await?;
         Ok((ids.len(), now_ms() - start, cpu_secs().zip(cpu0).map(|(b, a)| b - a), gpu.memory.peak()))
     };
-    let (n, ttft, _, frame_peak) = first_token(&frame).await?;
+    let (n, ttft, _, frame_peak) = first_token(frame).await?;
     row(format!("time to first token, one frame + 32 text tokens ({n} tokens)"), secs(ttft));
-    row("GPU memory: weights".into(), mib(weights));
-    row(format!("GPU memory: peak (weights, KV cache for {} tokens, activations)", longest + opts.tokens + 8), mib(peak.max(frame_peak)));
     for &(w, h) in &opts.photos {
         let start = now_ms();
-        let photo = RgbImage::new(w, h, pattern(w * h * 3))?;
-        let image = processor.preprocess(&photo)?;
+        let image = processor.preprocess(&RgbImage::new(w, h, pattern(w * h * 3))?)?;
         let resize_ms = now_ms() - start;
         let [_, gh, gw] = image.grid_thw;
         let (n, ttft, cpu_s, peak) = first_token(&image).await?;
@@ -147,7 +173,13 @@ pub async fn run(gpu: &Gpu, model: &Qwen3VL, opts: &Options<'_>, mut on_row: imp
             format!("{}{}, peak {}", secs(ttft), cpu_note(cpu_s), mib(peak)),
         );
     }
-    Ok(())
+    Ok(frame_peak)
+}
+
+/// Text ids of the random prompts: none of the image or video pads, which would ask for pixels.
+fn text_ids(model: &Qwen3VL) -> u64 {
+    let c = &model.config;
+    c.image_token_id.min(c.video_token_id).min(c.text_config.vocab_size as u32) as u64
 }
 
 /// Milliseconds the ViT takes on one image, and the process's CPU seconds meanwhile (where the

@@ -18,16 +18,19 @@ struct BenchOptions {
     size: String,
     contexts: Option<Vec<usize>>,
     tokens: Option<usize>,
+    #[serde(rename = "decodeOnly", default)]
+    decode_only: bool,
 }
 
-/// `options`: `{ size: "2b" | "4b" | "tiny", contexts?: number[], tokens?: number }`;
+/// `options`: `{ size: "2b" | "4b" | "tiny", contexts?: number[], tokens?: number,
+/// decodeOnly?: boolean }` (decodeOnly: only the compile, decode and memory rows);
 /// `onRow({ measure, value })` as each row is known. Resolves when all are.
 #[wasm_bindgen]
 pub async fn bench(options: JsValue, on_row: Function) -> Result<(), JsError> {
     // Through a JSON value, as chat options are, so unknown keys are refused.
     let json: serde_json::Value = serde_wasm_bindgen::from_value(options).map_err(|e| fail(format!("bench options: {e}")))?;
-    let BenchOptions { size, contexts, tokens } = serde_json::from_value(json).map_err(|e| fail(format!("bench options: {e}")))?;
-    let mut opts = Options::default();
+    let BenchOptions { size, contexts, tokens, decode_only } = serde_json::from_value(json).map_err(|e| fail(format!("bench options: {e}")))?;
+    let mut opts = Options { decode_only, ..Options::default() };
     if let Some(contexts) = contexts {
         if contexts.is_empty() || contexts.iter().any(|&c| c == 0 || c > 1 << 20) {
             return Err(fail("bench options: contexts must be 1 to 1048576 tokens"));

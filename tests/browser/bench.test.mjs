@@ -8,9 +8,9 @@ import { wasmGlue } from "./pieces.mjs";
 
 const env = serverAndBrowser();
 
-test("bench.html builds synthetic weights in its worker and prints the whole table", { timeout: 600_000 }, async () => {
-  wasmGlue();
-  const page = await openPage(env.browser.context, env.server.url + "www/bench.html?size=tiny&contexts=16,64&run");
+/** Runs bench.html with `query` to its end; the page, the Markdown table and its rows by measure. */
+async function runBench(query) {
+  const page = await openPage(env.browser.context, env.server.url + "www/bench.html?" + query);
   await page.waitForFunction(() => ["done", "failed"].includes(document.body.dataset.state), null, { timeout: 590_000 });
   const { state, notice, table } = await page.evaluate(() => ({
     state: document.body.dataset.state,
@@ -24,6 +24,12 @@ test("bench.html builds synthetic weights in its worker and prints the whole tab
     assert.ok(rows.has(measure), `no row "${measure}" in\n${table}`);
     return rows.get(measure);
   };
+  return { page, table, rows, value };
+}
+
+test("bench.html builds synthetic weights in its worker and prints the whole table", { timeout: 600_000 }, async () => {
+  wasmGlue();
+  const { page, table, value } = await runBench("size=tiny&contexts=16,64&run");
   assert.match(table.split("\n")[0], /swiftshader/i, "the adapter line names the adapter");
   assert.match(value("load: synthetic tiny built, quantized to int4, uploaded"), /^\d+\.\d s$/);
   assert.match(value("ViT, one 640×480 frame (1200 patches)"), /^\d+\.\d\d s$/);
@@ -38,6 +44,17 @@ test("bench.html builds synthetic weights in its worker and prints the whole tab
   assert.match(value("time to first token, one frame + 32 text tokens (334 tokens)"), /^\d+\.\d\d s$/);
   assert.match(value("GPU memory: weights"), /^\d+ MiB$/);
   assert.match(value("wasm heap after the run"), /^\d+ MiB$/);
+  assertNoErrors(page);
+  await page.close();
+});
+
+test("bench.html's decode-only run prints the decode and memory rows and skips the vision tower", { timeout: 600_000 }, async () => {
+  wasmGlue();
+  const { page, rows, value } = await runBench("size=tiny&contexts=16&decodeOnly&run");
+  assert.ok(Number(value("decode at 16 context").split(" ")[0]) > 0);
+  assert.match(value("GPU memory: peak (weights, KV cache for 32 tokens, activations)"), /^\d+ MiB$/);
+  const skipped = [...rows.keys()].filter((m) => /ViT|prefill|first token/.test(m));
+  assert.deepEqual(skipped, [], "decode only: no ViT, prefill or time-to-first-token rows");
   assertNoErrors(page);
   await page.close();
 });

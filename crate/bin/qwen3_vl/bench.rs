@@ -59,6 +59,9 @@ pub struct Args {
     /// The image budget of --images (default: run's, 786432).
     #[arg(long, value_name = "N", default_value_t = request::DEFAULT_MAX_PIXELS)]
     max_pixels: usize,
+    /// Only the compile, decode and memory rows (no ViT, prefill or time to first token).
+    #[arg(long, conflicts_with_all = ["vit_patches", "images"])]
+    decode_only: bool,
 }
 
 fn photo_size(s: &str) -> Result<(usize, usize)> {
@@ -110,6 +113,7 @@ pub fn run(args: Args) -> Result<()> {
         photos: args.images,
         max_pixels: args.max_pixels,
         profiler: profiler.as_ref(),
+        decode_only: args.decode_only,
     };
     // Rows print as they come: a 2B's table takes minutes on a software adapter.
     pollster::block_on(bench::run(gpu, &model, &opts, |Row { measure, value }| println!("| {measure} | {value} |"))).map_err(err)
