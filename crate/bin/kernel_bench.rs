@@ -194,8 +194,8 @@ fn main() {
         rows.push(Row { kernel: "ViT attention".into(), shape: "1200 tok, 16×64".into(), seconds: s, bytes: 4.0 * (4 * n * 1024) as f64, flops: 4.0 * (n * n * 1024) as f64 });
     }
 
-    // Text attention over an f16 cache: 512-token prefill, and decode at 4K context.
-    for (t, past) in [(512usize, 0usize), (1, 4095)].into_iter().filter(|&(t, _)| want(if t == 1 { "decode attention" } else { "prefill attention" })) {
+    // Text attention over an f16 cache: 512-token prefill, and decode at 128 and 4K context.
+    for (t, past) in [(512usize, 0usize), (1, 127), (1, 4095)].into_iter().filter(|&(t, _)| want(if t == 1 { "decode attention" } else { "prefill attention" })) {
         let cache = KvCache::new(&gpu, 8, 4096, 128, DType::F16).unwrap();
         let (k, v) = (f32s(&gpu, &mut rng, &[past + t, 8, 128]), f32s(&gpu, &mut rng, &[past + t, 8, 128]));
         let mut enc = Encoder::new(&gpu);
@@ -209,7 +209,7 @@ fn main() {
             let scratch = decode_scratch(&gpu, &cache, 16, 1).unwrap();
             let now = StepValues::new(past).attention(decode_split(&cache, 16, 1, past)).upload(&gpu).unwrap();
             let s = time(&gpu, timing, iters, &|enc| decode_attention(enc, &q, &cache, &now, &scratch, &out));
-            rows.push(Row { kernel: "decode attention".into(), shape: "4K ctx, 16/8×128".into(), seconds: s, bytes: cache_bytes, flops: 4.0 * keys * 16.0 * 128.0 });
+            rows.push(Row { kernel: "decode attention".into(), shape: format!("{} ctx, 16/8×128", past + t), seconds: s, bytes: cache_bytes, flops: 4.0 * keys * 16.0 * 128.0 });
         } else {
             let s = time(&gpu, timing, 2, &|enc| prefill_attention(enc, &q, &cache, past, &out));
             rows.push(Row { kernel: "prefill attention".into(), shape: "512 causal, 16/8×128".into(), seconds: s, bytes: cache_bytes, flops: 2.0 * keys * keys * 16.0 * 128.0 });
