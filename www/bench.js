@@ -1,7 +1,8 @@
 // The benchmark page: runs the wasm build's `bench` in a dedicated Worker (where the engine runs
 // in real apps, so host time per token is the worker's) and prints its rows as a Markdown table
 // a person can paste into an issue. `?size=2b|4b&contexts=128,4096&run` starts it at once;
-// `&decodeOnly` keeps only the compile, decode and memory rows.
+// `&decodeOnly` keeps only the compile, decode and memory rows; `&tokens=N` times N decode tokens
+// at each context (default 8).
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
 const rows = [];
@@ -59,7 +60,8 @@ function run() {
     }
   };
   worker.onerror = (e) => fail(`The benchmark worker failed to start (${e.message || "its script or the wasm could not be loaded"}); build the package with pkg/build.sh.`);
-  worker.postMessage({ size: $("size").value, contexts, decodeOnly: $("decode-only").checked });
+  const tokens = params.has("tokens") ? Number(params.get("tokens")) : undefined;
+  worker.postMessage({ size: $("size").value, contexts, tokens, decodeOnly: $("decode-only").checked });
 }
 
 $("run").onclick = run;
