@@ -56,8 +56,7 @@ pub async fn run(gpu: &Gpu, model: &Qwen3VL, opts: &Options<'_>, mut on_row: imp
     }
     let processor = ImageProcessor::default().with_budget(opts.max_pixels)?;
     let weights = gpu.memory.live();
-    let prefill = opts.prefill_tokens;
-    let longest = opts.contexts.iter().copied().max().unwrap_or(0).max(prefill);
+    let longest = opts.contexts.iter().copied().max().unwrap_or(0).max(opts.prefill_tokens);
     let mut session = Session::new(gpu, model, longest + opts.tokens + 8)?;
 
     let start = now_ms();
@@ -65,7 +64,7 @@ pub async fn run(gpu: &Gpu, model: &Qwen3VL, opts: &Options<'_>, mut on_row: imp
     gpu.settle().await;
     row(format!("compile: {pipelines} pipelines"), secs(now_ms() - start));
 
-    let frame = camera_frame(&ImageProcessor::default())?;
+    let frame = camera_frame()?;
     if opts.vision {
         let (vit_ms, _) = vit(gpu, model, &frame.pixel_values, frame.grid_thw).await?;
         row(format!("ViT, one 640×480 frame ({} patches)", frame.grid_thw.iter().product::<usize>()), secs(vit_ms));
@@ -79,7 +78,7 @@ pub async fn run(gpu: &Gpu, model: &Qwen3VL, opts: &Options<'_>, mut on_row: imp
     }
 
     let text_ids = text_ids(model);
-    if prefill > 0 {
+    if let prefill @ 1.. = opts.prefill_tokens {
         let ids: Vec<u32> = (0..prefill).map(|_| rng.below(text_ids) as u32).collect();
         gpu.memory.reset_peak();
         let start = now_ms();
@@ -247,8 +246,8 @@ fn text_positions(n: usize) -> [Vec<u32>; 3] {
 }
 
 /// One 640×480 camera frame (30×40 patches, 300 merged tokens) of a fixed pattern.
-fn camera_frame(processor: &ImageProcessor) -> Result<VisionInput, RuntimeError> {
-    processor.preprocess(&RgbImage::new(640, 480, pattern(640 * 480 * 3))?)
+fn camera_frame() -> Result<VisionInput, RuntimeError> {
+    ImageProcessor::default().preprocess(&RgbImage::new(640, 480, pattern(640 * 480 * 3))?)
 }
 
 /// Pixel bytes of a fixed pattern.
