@@ -223,6 +223,8 @@ export interface CompletionUsage {
   prompt_tokens: number;
   completion_tokens: number;
   total_tokens: number;
+  /** `cached_tokens` of the prompt came from the cache of earlier turns (not computed again). */
+  prompt_tokens_details: { cached_tokens: number };
 }
 
 export interface ChatCompletion {

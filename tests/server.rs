@@ -132,6 +132,7 @@ fn serve_answers_like_run() {
     assert_eq!(got["choices"][0]["finish_reason"], want1["stop"]);
     assert_eq!(got["usage"]["prompt_tokens"], want1["prompt_tokens"]);
     assert_eq!(got["usage"]["completion_tokens"].as_u64().unwrap() as usize, ids_of(&want1).len());
+    assert_eq!(got["usage"]["prompt_tokens_details"]["cached_tokens"], 0, "{got}");
 
     // Streamed: the role first, deltas that add up to the same text, the finish reason, usage.
     let chunks = server.stream(&request(Some(&url), q1, 12));
@@ -142,9 +143,11 @@ fn serve_answers_like_run() {
     assert_eq!((ends.len(), &ends[0]["choices"][0]["finish_reason"]), (1, &want1["stop"]));
     assert_eq!(chunks.last().unwrap()["usage"]["completion_tokens"].as_u64().unwrap() as usize, ids_of(&want1).len());
     assert!(chunks.iter().all(|c| c["object"] == "chat.completion.chunk" && c["id"] == chunks[0]["id"]));
-    // The same question again: the whole prompt was in the cache.
+    // The same question again: the whole prompt was in the cache (the last token is recomputed
+    // for its logits), and the usage says so.
     let prompt = want1["prompt_tokens"].as_u64().unwrap();
-    assert!(server.log_of("chatcmpl-2").contains(&format!("{prompt} prompt tokens ({prompt} cached)")), "{:?}", server.log_of("chatcmpl-2"));
+    assert_eq!(chunks.last().unwrap()["usage"]["prompt_tokens_details"]["cached_tokens"], prompt - 1);
+    assert!(server.log_of("chatcmpl-2").contains(&format!("{prompt} prompt tokens ({} cached)", prompt - 1)), "{:?}", server.log_of("chatcmpl-2"));
 
     // A local path instead of a data: URL.
     assert_eq!(server.complete(&request(Some(image), q1, 12))["choices"][0]["message"]["content"], want1["text"]);
@@ -167,9 +170,9 @@ fn serve_answers_like_run() {
     ], "temperature": 0, "max_tokens": 4 });
     let next = server.complete(&turn);
     let first_prompt = first["usage"]["prompt_tokens"].as_u64().unwrap();
-    let line = server.log_of(next["id"].as_str().unwrap());
-    let cached: u64 = line.split(" cached)").next().unwrap().rsplit('(').next().unwrap().parse().unwrap();
-    assert!(cached > first_prompt, "{id} had {first_prompt} prompt tokens; the next turn: {line}");
+    let cached = next["usage"]["prompt_tokens_details"]["cached_tokens"].as_u64().unwrap();
+    assert!(cached > first_prompt, "{id} had {first_prompt} prompt tokens; the next turn: {}", next["usage"]);
+    assert!(server.log_of(next["id"].as_str().unwrap()).contains(&format!("({cached} cached)")));
 
     // A client that leaves mid-stream: its answer is cancelled and the model serves the next.
     let mut long = request(None, q2, 500);

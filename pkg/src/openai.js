@@ -125,7 +125,12 @@ export function completions(run, model) {
           signal?.removeEventListener("abort", onAbort);
           if (signal?.aborted) throw abortError(signal);
           const finish = stopped ? "stop" : FINISH[result.stop] ?? result.stop;
-          const usage = { prompt_tokens: result.promptTokens, completion_tokens: result.ids.length, total_tokens: result.promptTokens + result.ids.length };
+          const usage = {
+            prompt_tokens: result.promptTokens,
+            completion_tokens: result.ids.length,
+            total_tokens: result.promptTokens + result.ids.length,
+            prompt_tokens_details: { cached_tokens: result.timings.cachedTokens },
+          };
           return { result, finish, usage };
         });
       const chunk = (choice, extra = {}) => ({ id, object: "chat.completion.chunk", created, model: name, choices: [choice], ...extra });

@@ -13,12 +13,12 @@ function scripted(deltas, stop = "stop") {
     Object.assign(seen, { messages, options });
     const ids = [];
     for (const [i, d] of deltas.entries()) {
-      if (options.signal?.aborted) return { ids, text: "", stop: "cancelled", promptTokens: 7 };
+      if (options.signal?.aborted) return { ids, text: "", stop: "cancelled", promptTokens: 7, timings: { cachedTokens: 5 } };
       ids.push(i + 1);
       onDelta(d, i + 1);
       await new Promise((r) => setTimeout(r, 1));
     }
-    return { ids, text: deltas.join(""), stop, promptTokens: 7 };
+    return { ids, text: deltas.join(""), stop, promptTokens: 7, timings: { cachedTokens: 5 } };
   };
   return { api: completions(run, () => "tiny"), seen };
 }
@@ -33,7 +33,7 @@ test("non-streaming: the OpenAI shape, options mapped, finish reasons", async ()
   assert.deepEqual(r.choices[0].message, { role: "assistant", content: "Hello!" });
   assert.equal(r.choices[0].finish_reason, "length");
   assert.deepEqual(r.choices[0].token_ids, [1, 2, 3]);
-  assert.deepEqual(r.usage, { prompt_tokens: 7, completion_tokens: 3, total_tokens: 10 });
+  assert.deepEqual(r.usage, { prompt_tokens: 7, completion_tokens: 3, total_tokens: 10, prompt_tokens_details: { cached_tokens: 5 } });
   assert.equal(seen.messages[0].role, "system");
   const { signal, ...options } = seen.options;
   assert.ok(signal instanceof AbortSignal);
@@ -71,7 +71,7 @@ test("streaming: a role chunk, one chunk per token with its id, the finish chunk
     [{}, "stop", []],
     [null, null, null],
   ]);
-  assert.deepEqual(chunks.at(-1).usage, { prompt_tokens: 7, completion_tokens: 2, total_tokens: 9 });
+  assert.deepEqual(chunks.at(-1).usage, { prompt_tokens: 7, completion_tokens: 2, total_tokens: 9, prompt_tokens_details: { cached_tokens: 5 } });
   assert.ok(chunks.every((c) => c.object === "chat.completion.chunk" && c.id === chunks[0].id && c.id.startsWith("chatcmpl-")));
 });
 

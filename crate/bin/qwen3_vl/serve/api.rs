@@ -181,9 +181,13 @@ fn load_image(url: &str) -> Result<RgbImage, String> {
     decode_image(&bytes).map_err(|e| e.to_string())
 }
 
-/// Usage counts as OpenAI reports them.
-pub fn usage(prompt: usize, completion: usize) -> Value {
-    json!({ "prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion })
+/// Usage counts as OpenAI reports them: `cached` of the `prompt` tokens came from the cache of
+/// earlier requests (`prompt_tokens_details.cached_tokens`), the rest were computed.
+pub fn usage(prompt: usize, cached: usize, completion: usize) -> Value {
+    json!({
+        "prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
+        "prompt_tokens_details": { "cached_tokens": cached },
+    })
 }
 
 /// A whole answer (`stream: false`).

@@ -24,7 +24,7 @@ pub struct Job {
 /// What the model thread tells a request's handler, in this order: `Started` (or `Failed`),
 /// `Text`…, `Done`.
 pub enum Event {
-    Started { prompt_tokens: usize },
+    Started { prompt_tokens: usize, cached_tokens: usize },
     Text(String),
     Done { finish_reason: &'static str, completion_tokens: usize },
     /// Before `Started`: the request does not fit (a 400); after it: the answer breaks off.
@@ -55,13 +55,13 @@ pub fn serve(gpu: &Gpu, model: &Qwen3VL, proc: Arc<Qwen3VLProcessor>, context: u
 /// one-line summary for the log.
 fn answer(session: &mut Session<&Gpu, &Qwen3VL>, proc: &Qwen3VLProcessor, job: &Job) -> Result<String, String> {
     let (prompt, req) = (&job.request.prompt, &job.request);
-    // Prompt tokens already in the cache (prefill recomputes at least the last one).
-    let cached = session.cached_prefix(&prompt.input_ids, &req.images, &req.videos).map_err(|e| e.to_string())?;
     let logits = session
         .prefill(&prompt.input_ids, &prompt.rope.position_ids, prompt.rope.rope_delta, &req.images, &req.videos, false)
         .map_err(|e| e.to_string())?;
     let prompt_tokens = prompt.input_ids.len();
-    if job.events.send(Event::Started { prompt_tokens }).is_err() {
+    // Prompt tokens that came from the cache (prefill recomputes at least the last one).
+    let cached = session.last_prefill().cached;
+    if job.events.send(Event::Started { prompt_tokens, cached_tokens: cached }).is_err() {
         return Ok(format!("{prompt_tokens} prompt tokens ({cached} cached), client gone"));
     }
     let mut stream = TextStream::new();

@@ -136,13 +136,13 @@ async fn chat_completions(State(shared): State<Arc<Shared>>, body: std::result::
     let gone = || ApiError { status: axum::http::StatusCode::SERVICE_UNAVAILABLE, message: "the model thread has stopped".into() };
     queued.map_err(|_| gone())?;
     // Wait for the prefill: a prompt that does not fit is still a 400.
-    let prompt_tokens = match events.recv().await {
-        Some(Event::Started { prompt_tokens }) => prompt_tokens,
+    let (prompt_tokens, cached_tokens) = match events.recv().await {
+        Some(Event::Started { prompt_tokens, cached_tokens }) => (prompt_tokens, cached_tokens),
         Some(Event::Failed(e)) => return Err(ApiError::bad_request(e)),
         _ => return Err(gone()),
     };
     let created = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let meta = Meta { id, created, model: shared.model.clone(), prompt_tokens, include_usage: chat.include_usage };
+    let meta = Meta { id, created, model: shared.model.clone(), prompt_tokens, cached_tokens, include_usage: chat.include_usage };
     if chat.stream {
         return Ok(Sse::new(sse(meta, events)).into_response());
     }
@@ -151,7 +151,7 @@ async fn chat_completions(State(shared): State<Arc<Shared>>, body: std::result::
         match event {
             Event::Text(t) => text += &t,
             Event::Done { finish_reason, completion_tokens } => {
-                let usage = api::usage(prompt_tokens, completion_tokens);
+                let usage = api::usage(prompt_tokens, cached_tokens, completion_tokens);
                 return Ok(Json(api::completion(&meta.id, created, &meta.model, &text, finish_reason, usage)).into_response());
             }
             Event::Failed(e) => return Err(ApiError { status: axum::http::StatusCode::INTERNAL_SERVER_ERROR, message: e }),
@@ -167,6 +167,7 @@ struct Meta {
     created: u64,
     model: String,
     prompt_tokens: usize,
+    cached_tokens: usize,
     include_usage: bool,
 }
 
@@ -186,7 +187,7 @@ fn sse(meta: Meta, events: UnboundedReceiver<Event>) -> impl Stream<Item = std::
             Some(Event::Done { finish_reason, completion_tokens }) => {
                 let mut out = vec![chunk(json!({}), Some(finish_reason))];
                 if meta.include_usage {
-                    out.push(data(api::usage_chunk(&meta.id, meta.created, &meta.model, api::usage(meta.prompt_tokens, completion_tokens))));
+                    out.push(data(api::usage_chunk(&meta.id, meta.created, &meta.model, api::usage(meta.prompt_tokens, meta.cached_tokens, completion_tokens))));
                 }
                 out.push(SseEvent::default().data("[DONE]"));
                 return Some((out, (meta, events, true)));
