@@ -81,10 +81,11 @@ pub async fn run(gpu: &Gpu, model: &Qwen3VL, opts: &Options<'_>, mut on_row: imp
     if let prefill @ 1.. = opts.prefill_tokens {
         let ids: Vec<u32> = (0..prefill).map(|_| rng.below(text_ids) as u32).collect();
         gpu.memory.reset_peak();
-        let start = now_ms();
+        let clock = Clock::start();
         let logits = session.prefill(&ids, &text_positions(prefill), 0, &[], &[], false)?;
         session.choose(&logits, &Sampling::Greedy, 0.0).await?;
-        row(format!("prefill, {prefill} tokens"), format!("{:.1} tok/s", prefill as f64 / (now_ms() - start) * 1e3));
+        let (ms, cpu_s) = clock.read();
+        row(format!("prefill, {prefill} tokens"), format!("{}, {:.2} tok/s{}", secs(ms), prefill as f64 / ms * 1e3, cpu_note(cpu_s)));
         row(format!("GPU memory: peak of that prefill (weights, KV cache for {} tokens, activations)", session.capacity()), mib(gpu.memory.peak()));
     }
     let mut peak = gpu.memory.peak();
@@ -154,10 +155,11 @@ async fn first_token_rows(
         let rope = get_rope_index(&ids, c.image_token_id, c.video_token_id, &[image.grid_thw], &[], merge)?;
         gpu.memory.reset_peak();
         let mut session = Session::new(gpu, model, ids.len() + 1)?;
-        let (start, cpu0) = (now_ms(), cpu_secs());
+        let clock = Clock::start();
         let logits = session.prefill(&ids, &rope.position_ids, rope.rope_delta, std::slice::from_ref(image), &[], false)?;
         session.choose(&logits, &Sampling::Greedy, 0.0).await?;
-        Ok((ids.len(), now_ms() - start, cpu_secs().zip(cpu0).map(|(b, a)| b - a), gpu.memory.peak()))
+        let (ms, cpu_s) = clock.read();
+        Ok((ids.len(), ms, cpu_s, gpu.memory.peak()))
     };
     let (n, ttft, _, frame_peak) = first_token(frame).await?;
     row(format!("time to first token, one frame + 32 text tokens ({n} tokens)"), secs(ttft));
@@ -185,13 +187,13 @@ fn text_ids(model: &Qwen3VL) -> u64 {
 /// Milliseconds the ViT takes on one image, and the process's CPU seconds meanwhile (where the
 /// OS tells them).
 async fn vit(gpu: &Gpu, model: &Qwen3VL, pixels: &[f32], grid_thw: [usize; 3]) -> Result<(f64, Option<f64>), RuntimeError> {
-    let (start, cpu0) = (now_ms(), cpu_secs());
+    let clock = Clock::start();
     let mut enc = Encoder::new(gpu);
     let out = model.visual.forward(&mut enc, pixels, &[grid_thw])?;
     enc.submit();
     gpu.settle().await;
     drop(out);
-    Ok((now_ms() - start, cpu_secs().zip(cpu0).map(|(b, a)| b - a)))
+    Ok(clock.read())
 }
 
 /// What `tokens` steady-state decode tokens took.
@@ -253,6 +255,22 @@ fn camera_frame() -> Result<VisionInput, RuntimeError> {
 /// Pixel bytes of a fixed pattern.
 fn pattern(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i * 7 % 251) as u8).collect()
+}
+
+/// Wall milliseconds and, where the OS tells them, the process's CPU seconds since `start`.
+struct Clock {
+    ms: f64,
+    cpu_s: Option<f64>,
+}
+
+impl Clock {
+    fn start() -> Clock {
+        Clock { ms: now_ms(), cpu_s: cpu_secs() }
+    }
+
+    fn read(&self) -> (f64, Option<f64>) {
+        (now_ms() - self.ms, cpu_secs().zip(self.cpu_s).map(|(b, a)| b - a))
+    }
 }
 
 /// " (N CPU-s)" where the OS tells the process's CPU time.
