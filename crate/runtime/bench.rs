@@ -37,6 +37,13 @@ pub struct Options<'p> {
     pub vision: bool,
 }
 
+impl Options<'_> {
+    /// Only the compile, decode and memory rows: no vision rows and no prefill.
+    pub fn decode_only(self) -> Self {
+        Options { vision: false, prefill_tokens: 0, ..self }
+    }
+}
+
 impl Default for Options<'_> {
     fn default() -> Self {
         Options { contexts: vec![128, 4096], tokens: 8, prefill_tokens: 512, vit_patches: vec![], photos: vec![], max_pixels: DEFAULT_MAX_PIXELS, profiler: None, vision: true }

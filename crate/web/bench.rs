@@ -30,10 +30,7 @@ pub async fn bench(options: JsValue, on_row: Function) -> Result<(), JsError> {
     // Through a JSON value, as chat options are, so unknown keys are refused.
     let json: serde_json::Value = serde_wasm_bindgen::from_value(options).map_err(|e| fail(format!("bench options: {e}")))?;
     let BenchOptions { size, contexts, tokens, decode_only } = serde_json::from_value(json).map_err(|e| fail(format!("bench options: {e}")))?;
-    let mut opts = Options::default();
-    if decode_only {
-        (opts.vision, opts.prefill_tokens) = (false, 0);
-    }
+    let mut opts = if decode_only { Options::default().decode_only() } else { Options::default() };
     if let Some(contexts) = contexts {
         if contexts.is_empty() || contexts.iter().any(|&c| c == 0 || c > 1 << 20) {
             return Err(fail("bench options: contexts must be 1 to 1048576 tokens"));

@@ -111,13 +111,14 @@ pub fn run(args: Args) -> Result<()> {
     let opts = Options {
         contexts: args.contexts.iter().map(|&c| c as usize).collect(),
         tokens: args.tokens.into(),
-        prefill_tokens: if args.decode_only { 0 } else { args.prefill_tokens as usize },
+        prefill_tokens: args.prefill_tokens as usize,
         vit_patches: args.vit_patches.iter().map(|&p| p as usize).collect(),
         photos: args.images,
         max_pixels: args.max_pixels,
         profiler: profiler.as_ref(),
-        vision: !(args.no_vision || args.decode_only),
+        vision: !args.no_vision,
     };
+    let opts = if args.decode_only { opts.decode_only() } else { opts };
     // Rows print as they come: a 2B's table takes minutes on a software adapter.
     pollster::block_on(bench::run(gpu, &model, &opts, |Row { measure, value }| println!("| {measure} | {value} |"))).map_err(err)
 }
