@@ -3,8 +3,12 @@
 //! test data the native kernel tests and the in-browser selftest share, and the benchmarks'
 //! CPU clock.
 
-use crate::gpu::{DType, Encoder, Gpu, GpuError};
-use crate::kernels::attention::{kv_append, KvCache};
+use std::ops::Range;
+
+use crate::gpu::{DType, Encoder, Gpu, GpuError, Tensor};
+use crate::kernels::attention::{decode_split, kv_append, KvCache, MAX_DECODE_QUERIES};
+use crate::kernels::qk_rope::qk_norm_rope_append_ref;
+use crate::kernels::step::StepValues;
 
 /// CPU seconds this process has used (user + system, all threads: a software adapter's work
 /// too), from /proc/self/stat in its fixed 100 Hz ticks; `None` where there is no such file.
@@ -97,8 +101,8 @@ pub const AMP: f32 = 2.0;
 /// steps; returns it with the k and v (`[len, kv_heads, d]`) the kernels will read: rounded
 /// to f16 for an f16 cache.
 pub fn filled_cache(gpu: &Gpu, rng: &mut Rng, kv_heads: usize, d: usize, len: usize, dtype: DType) -> Result<(KvCache, Vec<f32>, Vec<f32>), GpuError> {
-    // Spare capacity: positions past `len` hold NaN and must never be read.
-    let cache = KvCache::new(gpu, kv_heads, len + 3, d, dtype)?;
+    // Spare capacity, room for a decode step: positions past `len` hold NaN until written.
+    let cache = KvCache::new(gpu, kv_heads, len + MAX_DECODE_QUERIES, d, dtype)?;
     for t in [&cache.k, &cache.v] {
         gpu.queue.write_buffer(&t.buffer, 0, &vec![0xFF; t.bytes() as usize]);
     }
@@ -121,4 +125,55 @@ pub fn filled_cache(gpu: &Gpu, rng: &mut Rng, kv_heads: usize, d: usize, len: us
         DType::F16 => (cache, f16_round(&k), f16_round(&v)),
         _ => (cache, k, v),
     })
+}
+
+/// Rows `rows` of a KV cache tensor read back (`[kv_heads, capacity, head_dim]`), as
+/// `[rows, kv_heads, head_dim]`: the order of the attention references' k and v.
+pub fn cache_rows(all: &[f32], cache: &KvCache, rows: Range<usize>) -> Vec<f32> {
+    let (d, cap) = (cache.head_dim, cache.capacity);
+    rows.flat_map(|j| (0..cache.kv_heads).flat_map(move |h| (h * cap + j) * d..(h * cap + j + 1) * d)).map(|i| all[i]).collect()
+}
+
+/// The eps of [`StepInput`]'s norms.
+pub const NORM_EPS: f32 = 1e-6;
+
+/// Random inputs of the attention's first step for `t` tokens: their q|k|v projection rows
+/// (`[t, (q_heads + 2·kv_heads)·d]`), q_norm's and k_norm's weights (`[2, d]`) and rotary
+/// rows (`[t, d / 2]` each).
+pub struct StepInput {
+    pub t: usize,
+    pub q_heads: usize,
+    pub kv_heads: usize,
+    pub d: usize,
+    pub qkv: Vec<f32>,
+    pub norms: Vec<f32>,
+    pub cos: Vec<f32>,
+    pub sin: Vec<f32>,
+}
+
+impl StepInput {
+    pub fn random(rng: &mut Rng, t: usize, q_heads: usize, kv_heads: usize, d: usize) -> StepInput {
+        let qkv = rng.vec(t * (q_heads + 2 * kv_heads) * d, 3.0);
+        let norms = rng.vec(2 * d, 1.5);
+        let (cos, sin) = (rng.vec(t * d / 2, 1.0), rng.vec(t * d / 2, 1.0));
+        StepInput { t, q_heads, kv_heads, d, qkv, norms, cos, sin }
+    }
+
+    /// q `[t, q_heads, d]` and the k and v `[t, kv_heads, d]` that go into the cache.
+    pub fn reference(&self) -> [Vec<f32>; 3] {
+        let (qw, kw) = self.norms.split_at(self.d);
+        qk_norm_rope_append_ref(&self.qkv, self.q_heads, self.kv_heads, self.d, qw, kw, NORM_EPS, &self.cos, &self.sin)
+    }
+
+    /// The q|k|v rows and the norms' weights on the GPU, and the step buffer for tokens at
+    /// cache rows `past..` (with decode attention's splits over `cache`).
+    pub fn upload(&self, gpu: &Gpu, cache: &KvCache, past: usize) -> Result<(Tensor, Tensor, Tensor), GpuError> {
+        let qkv = gpu.upload_f32(&self.qkv, &[self.t, self.qkv.len() / self.t])?;
+        let norms = gpu.upload_f32(&self.norms, &[2, self.d])?;
+        let mut values = StepValues::new(past).rotary(&self.cos, &self.sin, self.t);
+        if self.t <= MAX_DECODE_QUERIES {
+            values = values.attention(decode_split(cache, self.q_heads, self.t, past));
+        }
+        Ok((qkv, norms, values.upload(gpu)?))
+    }
 }

@@ -43,7 +43,8 @@ struct Params {
     kv_row0: u32,
     kv_rows: u32,
     flags: u32,
-    _p0: u32,
+    // Decode: q_norm's and k_norm's eps.
+    eps: f32,
     _p1: u32,
     _p2: u32,
 }
@@ -56,11 +57,17 @@ const LAST: u32 = 2u;
 // Each entry point uses its own subset; variables sharing a binding number never meet in one.
 @group(0) @binding(1) var<storage, read> q: array<vec4<f32>>;      // q, or the ViT's [rows, 3, heads, D] qkv
 #if KV_F32
-@group(0) @binding(2) var<storage, read> kc: array<vec4<f32>>;     // K cache
-@group(0) @binding(3) var<storage, read> vc: array<vec4<f32>>;     // V cache
+alias KvWords = vec4<f32>;
 #else
-@group(0) @binding(2) var<storage, read> kc: array<vec4<u32>>;     // K cache
-@group(0) @binding(3) var<storage, read> vc: array<vec4<u32>>;     // V cache
+alias KvWords = vec4<u32>;
+#endif
+#if DECODE
+// Decode writes its step's keys and values before it reads them.
+@group(0) @binding(2) var<storage, read_write> kc: array<KvWords>;  // K cache
+@group(0) @binding(3) var<storage, read_write> vc: array<KvWords>;  // V cache
+#else
+@group(0) @binding(2) var<storage, read> kc: array<KvWords>;       // K cache
+@group(0) @binding(3) var<storage, read> vc: array<KvWords>;       // V cache
 #endif
 @group(0) @binding(4) var<storage, read_write> out: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> cu_seqlens: array<u32>;   // ViT
@@ -68,13 +75,16 @@ const LAST: u32 = 2u;
 @group(0) @binding(4) var<storage, read> vit_kv: array<vec4<f32>>;  // the qkv part holding the keys
 @group(0) @binding(5) var<storage, read_write> vit_ml: array<vec2<f32>>; // per row and head: max, sum
 #if DECODE
-// Decode: 1 q, 2 K, 3 V, 4 partials, 5 the step buffer; FUSED with its combine, 6 the output
-// and 7 per (row block, kv head) the count of splits finished.
+// Decode: 1 the q|k|v projection, 2 K, 3 V, 4 partials, 5 the step buffer, 6 q_norm's and
+// k_norm's weights; FUSED with its combine, 7 the output and 8 per (row block, kv head) the
+// count of splits finished.
+@group(0) @binding(1) var<storage, read> qkv: array<f32>;
 @group(0) @binding(4) var<storage, read_write> partial: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read> now: Step;
+@group(0) @binding(6) var<storage, read> qk_norm: array<f32>;
 #if FUSED
-@group(0) @binding(6) var<storage, read_write> dout: array<vec4<f32>>;
-@group(0) @binding(7) var<storage, read_write> done: array<atomic<u32>>;
+@group(0) @binding(7) var<storage, read_write> dout: array<vec4<f32>>;
+@group(0) @binding(8) var<storage, read_write> done: array<atomic<u32>>;
 #endif
 #endif
 #if COMBINE
@@ -414,7 +424,10 @@ fn prefill(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wg: v
 
 // ---------------------------------------------------------------------------------------------
 // Decode pass 1: workgroup (split, row block, kv head) takes RB query rows of one kv head
-// against the keys of one split, in tiles of DK: thread t scores keys t + {0,1,2,3}·DWG (the
+// from the q|k|v projection, normed and rotated as qk_rope.wgsl does. The step's keys of that
+// kv head, normed and rotated, and its values go into the cache by the workgroups whose split
+// holds their positions, before they read the split's keys (one dispatch: no append kernel).
+// Then against the keys of the split, in tiles of DK: thread t scores keys t + {0,1,2,3}·DWG (the
 // components of its vec4s) for every row, then accumulates output chunk t % D8 of every row
 // over the tile's keys ≡ t / D8 (mod DKL). All threads share each row's running max, so the
 // DKL key lanes' partial outputs add up without rescaling. Writes, per row and split, the
@@ -428,6 +441,9 @@ const DKL: u32 = DWG / D8;
 // The decode shapes (the constant RB, rows per workgroup) exist only in decode's variants.
 #if DECODE
 const RB4: u32 = (RB + 3u) / 4u;
+const WG: u32 = DWG;
+#include "common/reduce.wgsl"
+#include "common/head_rope.wgsl"
 
 var<workgroup> dq: array<vec4<f32>, RB * D / 4u>;   // [row][chunk][2]
 var<workgroup> dp: array<vec4<f32>, DK * RB4>;      // probabilities [key][row / 4]
@@ -435,18 +451,69 @@ var<workgroup> dmx: array<f32, RB * DWG>;           // per-thread max [row][thre
 var<workgroup> dmx2: array<f32, RB * 8u>;
 var<workgroup> dlast: u32;
 
+// 8 floats of `rotated` from float 8·c, and of the q|k|v projection from float `at`.
+fn rotated_chunk(c: u32) -> Chunk {
+    let j = 8u * c;
+    return Chunk(vec4<f32>(rotated[j], rotated[j + 1u], rotated[j + 2u], rotated[j + 3u]), vec4<f32>(rotated[j + 4u], rotated[j + 5u], rotated[j + 6u], rotated[j + 7u]));
+}
+
+fn qkv_chunk(at: u32) -> Chunk {
+    return Chunk(vec4<f32>(qkv[at], qkv[at + 1u], qkv[at + 2u], qkv[at + 3u]), vec4<f32>(qkv[at + 4u], qkv[at + 5u], qkv[at + 6u], qkv[at + 7u]));
+}
+
+// Chunk `i` of the K cache, or with `is_v` the V cache, becomes `c`: k_chunk's inverse.
+fn store_chunk(is_v: bool, i: u32, c: Chunk) {
+#if KV_F32
+    if (is_v) {
+        vc[2u * i] = c.a;
+        vc[2u * i + 1u] = c.b;
+    } else {
+        kc[2u * i] = c.a;
+        kc[2u * i + 1u] = c.b;
+    }
+#else
+    let w = vec4<u32>(pack2x16float(c.a.xy), pack2x16float(c.a.zw), pack2x16float(c.b.xy), pack2x16float(c.b.zw));
+    if (is_v) {
+        vc[i] = w;
+    } else {
+        kc[i] = w;
+    }
+#endif
+}
+
 @compute @workgroup_size(DWG)
-fn decode(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+fn decode(lane: Lane, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let t = lane.idx;
     let split = wg.x;
     let kvh = wg.z;
     let g0 = wg.y * RB;
     let start = split * now.split_len;
     let end = min(start + now.split_len, now.past + p.n / p.ratio);
 
-    for (var k = t; k < RB * D / 4u; k += DWG) {
-        let g = min(g0 + k / (D / 4u), p.n - 1u);
-        let h = kvh * p.ratio + g % p.ratio;
-        dq[k] = q[((g / p.ratio) * p.q_heads + h) * (D / 4u) + k % (D / 4u)] * p.scale;
+    // The step's keys and values in this split into the cache (every row block writes the
+    // same values).
+    let heads = p.q_heads + 2u * p.kv_heads;
+    for (var i = 0u; i < p.n / p.ratio; i++) {
+        let pos = now.past + i;
+        if (pos < start || pos >= end) {
+            continue; // uniform: the split is the workgroup's
+        }
+        norm_rope_head((i * heads + p.q_heads + kvh) * D, 1u, i, p.eps, lane);
+        let row = (kvh * p.capacity + pos) * D8;
+        let v = (i * heads + p.q_heads + p.kv_heads + kvh) * D;
+        for (var c = t; c < D8; c += DWG) {
+            store_chunk(false, row + c, rotated_chunk(c));
+            store_chunk(true, row + c, qkv_chunk(v + 8u * c));
+        }
+    }
+    // The block's q rows, normed, rotated and pre-scaled.
+    for (var r = 0u; r < RB; r++) {
+        let g = min(g0 + r, p.n - 1u);
+        let i = g / p.ratio;
+        norm_rope_head((i * heads + kvh * p.ratio + g % p.ratio) * D, 0u, i, p.eps, lane);
+        for (var k = t; k < D / 4u; k += DWG) {
+            dq[r * (D / 4u) + k] = vec4<f32>(rotated[4u * k], rotated[4u * k + 1u], rotated[4u * k + 2u], rotated[4u * k + 3u]) * p.scale;
+        }
     }
     // Per row: keys below `hi` are visible; running max and sum; output chunk t % D8.
     var hi: array<u32, RB>;
@@ -457,9 +524,11 @@ fn decode(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wg: ve
         hi[r] = min(end, now.past + min(g0 + r, p.n - 1u) / p.ratio + 1u);
         m[r] = NEG;
     }
+    // The cache rows written above, then dq.
+    storageBarrier();
     workgroupBarrier();
 
-    let lane = t / D8;
+    let key_lane = t / D8;
     let c = t % D8;
     for (var j0 = start; j0 < end; j0 += DK) {
         let key = vec4<u32>(j0 + t) + vec4<u32>(0u, DWG, 2u * DWG, 3u * DWG);
@@ -511,7 +580,7 @@ fn decode(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wg: ve
             l[r] *= alpha[r];
         }
         let keys = min(DK, end - j0);
-        for (var k = lane; k < keys; k += DKL) {
+        for (var k = key_lane; k < keys; k += DKL) {
             let vv = v_chunk((kvh * p.capacity + j0 + k) * D8 + c);
             let va = vv.a;
             let vb = vv.b;

@@ -1,15 +1,15 @@
 // The attention's inputs from the fused q/k/v projection, one workgroup per (token, head):
-// Qwen3's per-head RMSNorm of q and k (q_norm, k_norm), rotate-half RoPE with the step
-// buffer's cos/sin rows (interleaved MRoPE, built on the CPU), q written out for attention,
-// and k with the head's v appended to the KV cache at row past + token.
-//   qkv  [t, q_heads + 2·kv_heads, D] f32 (q heads, k heads, v heads)
-//   q    [t, q_heads, D] f32
-//   K, V [kv_heads, capacity, D] packed f16, or f32 with KV_F32
-// The norm and the rotation are rms_norm's and rope's expressions in the same order, with the
-// same workgroup size, so this equals those kernels run one after the other.
+// Qwen3's per-head RMSNorm of q and k (q_norm, k_norm) and rotate-half RoPE (common/head_rope),
+// q written out for attention, and k with the head's v appended to the KV cache at row
+// past + token. (Decode attention does the same work itself: attention.wgsl.)
+//   qkv     [t, q_heads + 2·kv_heads, D] f32 (q heads, k heads, v heads)
+//   qk_norm [2, D] f32: q_norm's weight, then k_norm's
+//   q       [t, q_heads, D] f32
+//   K, V    [kv_heads, capacity, D] packed f16, or f32 with KV_F32
 
 #include "common/reduce.wgsl"
 #include "common/step.wgsl"
+#include "common/head_rope.wgsl"
 
 struct Params {
     t: u32,
@@ -24,30 +24,24 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> qkv: array<f32>;
-@group(0) @binding(2) var<storage, read> q_weight: array<f32>;
-@group(0) @binding(3) var<storage, read> k_weight: array<f32>;
-@group(0) @binding(4) var<storage, read> now: Step;
-@group(0) @binding(5) var<storage, read_write> q_out: array<f32>;
+@group(0) @binding(2) var<storage, read> qk_norm: array<f32>;
+@group(0) @binding(3) var<storage, read> now: Step;
+@group(0) @binding(4) var<storage, read_write> q_out: array<f32>;
 #if KV_F32
-@group(0) @binding(6) var<storage, read_write> k_cache: array<vec2<f32>>;
-@group(0) @binding(7) var<storage, read_write> v_cache: array<vec2<f32>>;
+@group(0) @binding(5) var<storage, read_write> k_cache: array<vec2<f32>>;
+@group(0) @binding(6) var<storage, read_write> v_cache: array<vec2<f32>>;
 
 fn kv_word(v: vec2<f32>) -> vec2<f32> {
     return v;
 }
 #else
-@group(0) @binding(6) var<storage, read_write> k_cache: array<u32>;
-@group(0) @binding(7) var<storage, read_write> v_cache: array<u32>;
+@group(0) @binding(5) var<storage, read_write> k_cache: array<u32>;
+@group(0) @binding(6) var<storage, read_write> v_cache: array<u32>;
 
 fn kv_word(v: vec2<f32>) -> u32 {
     return pack2x16float(v);
 }
 #endif
-
-const HALF: u32 = D / 2u;
-
-// A k head after rotation: the cache stores neighbouring pairs, the rotation pairs j, j + HALF.
-var<workgroup> rotated: array<f32, D>;
 
 @compute @workgroup_size(WG)
 fn qk_norm_rope_append(lane: Lane, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -58,39 +52,14 @@ fn qk_norm_rope_append(lane: Lane, @builtin(workgroup_id) wg: vec3<u32>, @builti
     }
     let heads = p.q_heads + 2u * p.kv_heads;
     let is_q = head < p.q_heads;
-    let base = (i * heads + head) * D;
-    var ss = 0.0;
-    for (var j = lane.idx; j < D; j += WG) {
-        let v = qkv[base + j];
-        ss += v * v;
-    }
-    let inv = inverseSqrt(wg_sum(ss, lane) / f32(D) + p.eps);
-    for (var j = lane.idx; j < HALF; j += WG) {
-        var wa = k_weight[j];
-        var wb = k_weight[j + HALF];
-        if (is_q) {
-            wa = q_weight[j];
-            wb = q_weight[j + HALF];
-        }
-        let a = qkv[base + j] * inv * wa;
-        let b = qkv[base + j + HALF] * inv * wb;
-        let c = now.rot[i * HALF + j];
-        let s = now.rot[(now.rows + i) * HALF + j];
-        let ra = a * c - b * s;
-        let rb = b * c + a * s;
-        if (is_q) {
-            let at = (i * p.q_heads + head) * D + j;
-            q_out[at] = ra;
-            q_out[at + HALF] = rb;
-        } else {
-            rotated[j] = ra;
-            rotated[j + HALF] = rb;
-        }
-    }
+    norm_rope_head((i * heads + head) * D, select(1u, 0u, is_q), i, p.eps, lane);
     if (is_q) {
+        let at = (i * p.q_heads + head) * D;
+        for (var j = lane.idx; j < D; j += WG) {
+            q_out[at + j] = rotated[j];
+        }
         return; // uniform: the head is the workgroup's
     }
-    workgroupBarrier();
     let h = head - p.q_heads;
     let row = (h * p.capacity + now.past + i) * HALF;
     let v = (i * heads + p.q_heads + p.kv_heads + h) * D;

@@ -9,13 +9,13 @@
 //! measures process CPU time instead of GPU/wall time (see [`Clock`]; Linux only).
 
 use qwen3_vl_webgpu::gpu::{DType, Encoder, Gpu, Profile, RowSplit, Tensor, Timer};
-use qwen3_vl_webgpu::kernels::attention::{decode_attention, decode_scratch, decode_split, kv_append, prefill_attention, vit_attention, KvCache};
+use qwen3_vl_webgpu::kernels::attention::{decode_attention, decode_scratch, kv_append, prefill_attention, vit_attention, KvCache};
 use qwen3_vl_webgpu::kernels::matmul::MatmulOpts;
 use qwen3_vl_webgpu::kernels::quant::{encode, Format, Matrix};
 use qwen3_vl_webgpu::kernels::sample::{argmax, sample_step, seen_words, SampleParams};
 use qwen3_vl_webgpu::kernels::step::StepValues;
 use qwen3_vl_webgpu::kernels::{copy, matmul, norm};
-use qwen3_vl_webgpu::testing::{cpu_secs, Rng};
+use qwen3_vl_webgpu::testing::{cpu_secs, Rng, StepInput, NORM_EPS};
 
 struct Row {
     kernel: String,
@@ -206,9 +206,10 @@ fn main() {
         let keys = (past + t) as f64;
         let cache_bytes = 2.0 * 2.0 * keys * 8.0 * 128.0;
         if t == 1 {
+            // From the q|k|v projection: q_norm, k_norm, the rotation and the append included.
+            let (qkv, norms, now) = StepInput::random(&mut rng, 1, 16, 8, 128).upload(&gpu, &cache, past).unwrap();
             let scratch = decode_scratch(&gpu, &cache, 16, 1).unwrap();
-            let now = StepValues::new(past).attention(decode_split(&cache, 16, 1, past)).upload(&gpu).unwrap();
-            let s = time(&gpu, timing, iters, &|enc| decode_attention(enc, &q, &cache, &now, &scratch, &out));
+            let s = time(&gpu, timing, iters, &|enc| decode_attention(enc, &qkv, (&norms, NORM_EPS), &cache, &now, &scratch, &out));
             rows.push(Row { kernel: "decode attention".into(), shape: format!("{} ctx, 16/8×128", past + t), seconds: s, bytes: cache_bytes, flops: 4.0 * keys * 16.0 * 128.0 });
         } else {
             let s = time(&gpu, timing, 2, &|enc| prefill_attention(enc, &q, &cache, past, &out));

@@ -11,6 +11,7 @@ const COMMON: &[(&str, &str)] = &[
     ("common/reduce.wgsl", include_str!("../../shaders/common/reduce.wgsl")),
     ("common/pack.wgsl", include_str!("../../shaders/common/pack.wgsl")),
     ("common/step.wgsl", include_str!("../../shaders/common/step.wgsl")),
+    ("common/head_rope.wgsl", include_str!("../../shaders/common/head_rope.wgsl")),
 ];
 
 /// One pipeline: a shader file, an entry point, feature flags and numeric constants.

@@ -1,18 +1,19 @@
-//! Attention: the KV cache (packed f16, or f32 for exact parity) and its append, causal GQA prefill, split-K decode
-//! (flash-decoding) and the vision tower's bidirectional attention within segments, whose rows
-//! may lie in several buffers.
+//! Attention: the KV cache (packed f16, or f32 for exact parity) and its append, causal GQA
+//! prefill, split-K decode (flash-decoding) straight from the q|k|v projection, and the vision
+//! tower's bidirectional attention within segments, whose rows may lie in several buffers.
 //!
 //! Shapes: q `[t, q_heads, head_dim]` f32; new k, v `[t, kv_heads, head_dim]` f32 (already
-//! normed and rotated); cache K and V `[kv_heads, capacity, head_dim]` f16 or f32; outputs
-//! `[t, q_heads · head_dim]` f32. Query row `i` sits at position `past + i` and sees cache
-//! positions `0..=past + i`, so append first, then attend. `head_dim` must be a multiple of 8
+//! normed and rotated; decode takes them unnormed, in its q|k|v rows); cache K and V
+//! `[kv_heads, capacity, head_dim]` f16 or f32; outputs `[t, q_heads · head_dim]` f32. Query
+//! row `i` sits at position `past + i` and sees cache positions `0..=past + i`, so append
+//! first, then attend. `head_dim` must be a multiple of 8
 //! (≤ 256) and `q_heads` a multiple of `kv_heads`. Scale is `head_dim^-0.5`.
 
 use std::ops::Range;
 
 use bytemuck::{Pod, Zeroable};
 
-use super::key;
+use super::{key, rows_cols};
 use super::step::{DecodeSplit, ATTENTION_ARGS};
 use crate::gpu::{grid, DType, Encoder, Gpu, GpuError, KernelKey, RowSplit, Tensor};
 
@@ -41,7 +42,8 @@ struct Params {
     kv_row0: u32,
     kv_rows: u32,
     flags: u32,
-    _pad: [u32; 3],
+    eps: f32,
+    _pad: [u32; 2],
 }
 
 /// Whether the kernels take this head size: a multiple of 8 (the shader reads rows in 8-dim
@@ -197,16 +199,32 @@ pub fn decode_split(cache: &KvCache, q_heads: usize, t: usize, past: usize) -> D
     DecodeSplit { splits: u(splits), split_len: u(split_len), groups: [u(splits), u(blocks), u(cache.kv_heads)] }
 }
 
-/// Causal attention for a few query rows (`t ≤ MAX_DECODE_QUERIES`) over a long cache, which
-/// must already hold positions `0..past + t`: workgroups score splits of the keys in parallel
-/// (flash-decoding), then the splits are combined, by the last workgroup of each head to
-/// finish where `Caps::device_fence` allows, else by a second pass. The position and the
-/// splits come from the step buffer `now` ([`decode_split`] for `StepValues::attention`), and
-/// so do the workgroup counts: the dispatch fits every context without being recorded again.
-/// `scratch` comes from [`decode_scratch`].
-pub fn decode_attention(enc: &mut Encoder, q: &Tensor, cache: &KvCache, now: &Tensor, scratch: &DecodeScratch, out: &Tensor) {
-    let (t, q_heads) = q_shape(q, cache, out);
+/// Tokens and q heads of the fused q|k|v projection's output `qkv` (`[t, (q_heads +
+/// 2·kv_heads)·head_dim]`) for `cache`'s heads.
+pub fn qkv_heads(qkv: &Tensor, cache: &KvCache) -> (usize, usize) {
+    let (kvh, d) = (cache.kv_heads, cache.head_dim);
+    let (t, width) = rows_cols(&qkv.shape);
+    assert!(width % d == 0 && width / d > 2 * kvh, "qkv rows of {width} for {kvh} kv heads of {d}");
+    (t, width / d - 2 * kvh)
+}
+
+/// Causal attention for the few tokens of a decode step (`t ≤ MAX_DECODE_QUERIES`) over a long
+/// cache, which must already hold positions `0..past`, straight from their q|k|v projection
+/// `qkv` (`[t, (q_heads + 2·kv_heads)·head_dim]`): each workgroup norms and rotates its q rows
+/// as [`qk_norm_rope_append`](super::qk_rope::qk_norm_rope_append) does (`qk_norm`: q_norm's
+/// weight then k_norm's, `[2, head_dim]`, and their eps; the rotary rows of the step buffer),
+/// and the workgroups whose split holds the step's positions first write their keys and values
+/// into the cache. Workgroups score splits of the keys in parallel (flash-decoding), then the
+/// splits are combined, by the last workgroup of each head to finish where
+/// `Caps::device_fence` allows, else by a second pass. The position and the splits come from
+/// the step buffer `now` ([`decode_split`] for `StepValues::attention`), and so do the
+/// workgroup counts: the dispatch fits every context without being recorded again. `scratch`
+/// comes from [`decode_scratch`]; `out` is `[t, q_heads·head_dim]`.
+pub fn decode_attention(enc: &mut Encoder, qkv: &Tensor, qk_norm: (&Tensor, f32), cache: &KvCache, now: &Tensor, scratch: &DecodeScratch, out: &Tensor) {
+    let (t, q_heads) = qkv_heads(qkv, cache);
     assert!((1..=MAX_DECODE_QUERIES).contains(&t), "decode_attention takes 1..={MAX_DECODE_QUERIES} queries, not {t}");
+    assert_eq!(out.numel(), t * q_heads * cache.head_dim, "attention out");
+    assert_eq!(qk_norm.0.numel(), 2 * cache.head_dim, "q_norm and k_norm weights");
     let d = cache.head_dim;
     let ratio = q_heads / cache.kv_heads;
     let (rb, _) = decode_blocks(t * ratio, d);
@@ -221,12 +239,13 @@ pub fn decode_attention(enc: &mut Encoder, q: &Tensor, cache: &KvCache, now: &Te
         capacity: u(cache.capacity),
         ml_offset: u(rows * max_splits * d / 4),
         scale: scale(d),
+        eps: qk_norm.1,
         ..Default::default()
     };
     let gpu = enc.gpu;
     let fused = gpu.caps.device_fence;
     let pass1 = gpu.kernel(cache.key(gpu, "decode").flag("DECODE", true).flag("FUSED", fused).flag("MERGE", fused).konst("RB", u(rb)), SHADER);
-    let mut bindings = vec![q.binding(), cache.k.binding(), cache.v.binding(), scratch.partials.binding(), now.binding()];
+    let mut bindings = vec![qkv.binding(), cache.k.binding(), cache.v.binding(), scratch.partials.binding(), now.binding(), qk_norm.0.binding()];
     if fused {
         bindings.extend([out.binding(), scratch.counters.binding()]);
     }

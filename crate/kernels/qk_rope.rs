@@ -1,14 +1,15 @@
 //! The attention's inputs from the fused q/k/v projection in one kernel: Qwen3's per-head
 //! RMSNorm of q and k, rotate-half RoPE with the step buffer's cos/sin rows (the text model's
 //! interleaved MRoPE, tables from `rope::mrope_table`), q written out, k and v appended to the
-//! KV cache. It replaces two norms, two rotations and the append: one dispatch per layer.
+//! KV cache. It replaces two norms, two rotations and the append: one dispatch per layer of a
+//! prefill (decode attention does the same work itself: `attention::decode_attention`).
 
 use bytemuck::{Pod, Zeroable};
 
-use super::attention::KvCache;
+use super::attention::{qkv_heads, KvCache};
 use super::norm::rms_norm_ref;
 use super::rope::apply_rope_ref;
-use super::{key, rows_cols};
+use super::key;
 use crate::gpu::{DType, Encoder, Tensor, MAX_GROUPS_PER_DIM};
 
 const SHADER: &str = include_str!("../../shaders/qk_rope.wgsl");
@@ -25,18 +26,16 @@ struct Params {
 }
 
 /// For `qkv` `[t, (q_heads + 2·kv_heads)·head_dim]` (q, k, v heads side by side): q heads
-/// normed by `q_norm`, k heads by `k_norm` (`[head_dim]` each, eps `eps`), both rotated with
+/// normed by q_norm, k heads by k_norm (`qk_norm`: their weights, `[2, head_dim]`, and eps), both rotated with
 /// the rotary rows of the step buffer `now` (one per token; `step::StepValues::rotary`), q
 /// into `q` (`[t, q_heads, head_dim]`), k and the unchanged v into `cache` rows `now.past..+t`,
 /// which must lie within its capacity.
-#[allow(clippy::too_many_arguments)]
-pub fn qk_norm_rope_append(enc: &mut Encoder, qkv: &Tensor, q_norm: &Tensor, k_norm: &Tensor, eps: f32, now: &Tensor, cache: &KvCache, q: &Tensor) {
+pub fn qk_norm_rope_append(enc: &mut Encoder, qkv: &Tensor, qk_norm: (&Tensor, f32), now: &Tensor, cache: &KvCache, q: &Tensor) {
     let (kvh, d) = (cache.kv_heads, cache.head_dim);
-    let (t, width) = rows_cols(&qkv.shape);
-    assert!(width % d == 0 && width / d > 2 * kvh, "qkv rows of {width} for {kvh} kv heads of {d}");
-    let q_heads = width / d - 2 * kvh;
+    let (t, q_heads) = qkv_heads(qkv, cache);
     assert_eq!(q.numel(), t * q_heads * d, "q out {:?}", q.shape);
-    assert!(q_norm.numel() == d && k_norm.numel() == d, "q/k norm weights of {d}");
+    let (weights, eps) = qk_norm;
+    assert_eq!(weights.numel(), 2 * d, "q_norm and k_norm weights of {d}");
     if t == 0 {
         return;
     }
@@ -44,7 +43,7 @@ pub fn qk_norm_rope_append(enc: &mut Encoder, qkv: &Tensor, q_norm: &Tensor, k_n
     let k = key(enc.gpu, "qk_rope", "qk_norm_rope_append").flag("KV_F32", cache.k.dtype == DType::F32).konst("D", d as u32).konst("WG", wg);
     let kernel = enc.gpu.kernel(k, SHADER);
     let params = Params { t: t as u32, q_heads: q_heads as u32, kv_heads: kvh as u32, capacity: cache.capacity as u32, eps, _pad: [0; 3] };
-    let bindings = [qkv.binding(), q_norm.binding(), k_norm.binding(), now.binding(), q.binding(), cache.k.binding(), cache.v.binding()];
+    let bindings = [qkv.binding(), weights.binding(), now.binding(), q.binding(), cache.k.binding(), cache.v.binding()];
     let y = (t as u32).min(MAX_GROUPS_PER_DIM);
     enc.dispatch(&kernel, bytemuck::bytes_of(&params), &bindings, [(q_heads + kvh) as u32, y, (t as u32).div_ceil(y)]);
 }

@@ -6,19 +6,18 @@
 //! kernel tests (tests/kernels/*.rs, where each is justified), relative to max |reference|.
 
 use crate::gpu::{DType, Encoder, Gpu, GpuError, RowSplit, Tensor};
-use crate::testing::{f16_round, filled_cache, rel_err, Rng, AMP};
+use crate::testing::{cache_rows, f16_round, filled_cache, rel_err, Rng, StepInput, AMP, NORM_EPS};
 
-use super::attention::{attention_ref, causal_keys, decode_attention, decode_scratch, decode_split, prefill_attention, vit_attention, vit_attention_ref, KvCache, MAX_DECODE_QUERIES};
+use super::attention::{attention_ref, causal_keys, decode_attention, decode_scratch, prefill_attention, vit_attention, vit_attention_ref, KvCache, MAX_DECODE_QUERIES};
 use super::copy::copy;
 use super::elementwise::{add, add_ref, gelu, gelu_ref, Gelu};
 use super::embed::{embed, embed_ref, gather4, gather4_ref, scatter_add_rows, scatter_rows_ref};
 use super::matmul::{matmul_ref, matmul_with, silu_pairs_ref, MatmulOpts, Tuning};
 use super::norm::{layer_norm, layer_norm_ref, rms_norm, rms_norm_ref};
-use super::qk_rope::{qk_norm_rope_append, qk_norm_rope_append_ref};
+use super::qk_rope::qk_norm_rope_append;
 use super::quant::{dequantized, interleave_rows, Format, Matrix};
 use super::rope::{apply_rope, apply_rope_ref};
 use super::sample::{argmax, argmax_ref, sample, sample_ref, seen_words, History, SampleParams};
-use super::step::StepValues;
 
 /// One kernel checked: its largest error relative to max |reference| (for discrete outputs,
 /// the number of wrong values) and the bound it must meet.
@@ -121,17 +120,13 @@ async fn qk_rope_case(gpu: &Gpu, rng: &mut Rng, out: &mut Vec<Case>) -> Result<(
     // 3 tokens of 4 q and 2 kv heads of 16 after 5 cached rows, in caches of both kinds.
     let (t, qh, kvh, d, past) = (3, 4, 2, 16, 5);
     for dtype in [DType::F16, DType::F32] {
-        let qkv = rng.vec(t * (qh + 2 * kvh) * d, 3.0);
-        let (qw, kw) = (rng.vec(d, 1.5), rng.vec(d, 1.5));
-        let (cos, sin) = (rng.vec(t * d / 2, 1.0), rng.vec(t * d / 2, 1.0));
-        let [q, k, v] = qk_norm_rope_append_ref(&qkv, qh, kvh, d, &qw, &kw, 1e-6, &cos, &sin);
+        let step = StepInput::random(rng, t, qh, kvh, d);
+        let [q, k, v] = step.reference();
         let cache = KvCache::new(gpu, kvh, past + t, d, dtype)?;
-        let (gqkv, gqw, gkw) = (gpu.upload_f32(&qkv, &[t, qkv.len() / t])?, gpu.upload_f32(&qw, &[d])?, gpu.upload_f32(&kw, &[d])?);
-        let now = StepValues::new(past).rotary(&cos, &sin, t).upload(gpu)?;
+        let (gqkv, norms, now) = step.upload(gpu, &cache, past)?;
         let y = gpu.poisoned(DType::F32, &[t, qh, d])?;
-        let got_q = after(gpu, &y, |e| qk_norm_rope_append(e, &gqkv, &gqw, &gkw, 1e-6, &now, &cache, &y)).await?;
-        // The appended rows of each head, in [t, kv_heads, d] order.
-        let rows = |all: Vec<f32>| -> Vec<f32> { (0..t).flat_map(|i| (0..kvh).flat_map(move |h| (h * (past + t) + past + i) * d..(h * (past + t) + past + i + 1) * d)).map(|j| all[j]).collect() };
+        let got_q = after(gpu, &y, |e| qk_norm_rope_append(e, &gqkv, (&norms, NORM_EPS), &now, &cache, &y)).await?;
+        let rows = |all: Vec<f32>| cache_rows(&all, &cache, past..past + t);
         let (got_k, got_v) = (rows(gpu.read_f32(&cache.k).await?), rows(gpu.read_f32(&cache.v).await?));
         let what = format!("{qh}/{kvh} heads d{d} t{t} past{past} {dtype:?} cache");
         out.push(case(format!("qk_rope: q normed + rotated, {what}"), rel_err(&got_q, &q), TOL_SUM));
@@ -235,22 +230,33 @@ async fn matmul_cases(gpu: &Gpu, rng: &mut Rng, out: &mut Vec<Case>) -> Result<(
 async fn attention_cases(gpu: &Gpu, rng: &mut Rng, out: &mut Vec<Case>) -> Result<(), GpuError> {
     // (q heads, kv heads, head dim, queries, past): GQA ×2 and ×4.
     for dtype in [DType::F16, DType::F32] {
-        for (decode, (qh, kvh, d, t, past)) in [(false, (4, 2, 32, 9, 40)), (true, (8, 2, 64, 3, 300))] {
-            let (cache, k, v) = filled_cache(gpu, rng, kvh, d, past + t, dtype)?;
-            let q = rng.vec(t * qh * d, AMP);
-            let gq = gpu.upload_f32(&q, &[t, qh, d])?;
-            let y = gpu.poisoned(DType::F32, &[t, qh * d])?;
-            let scratch = if decode { Some(decode_scratch(gpu, &cache, qh, MAX_DECODE_QUERIES)?) } else { None };
-            let now = StepValues::new(past).attention(decode_split(&cache, qh, t, past)).upload(gpu)?;
-            let got = after(gpu, &y, |e| match &scratch {
-                Some(s) => decode_attention(e, &gq, &cache, &now, s, &y),
-                None => prefill_attention(e, &gq, &cache, past, &y),
-            })
-            .await?;
-            let want = attention_ref(&q, &k, &v, qh, kvh, d, &causal_keys(t, past));
-            let kind = if decode { "decode" } else { "prefill" };
-            out.push(case(format!("attention: kv_append + {kind} {qh}/{kvh} heads d{d} t{t} past{past} {dtype:?} cache"), rel_err(&got, &want), TOL_SUM));
-        }
+        let (qh, kvh, d, t, past) = (4, 2, 32, 9, 40);
+        let (cache, k, v) = filled_cache(gpu, rng, kvh, d, past + t, dtype)?;
+        let q = rng.vec(t * qh * d, AMP);
+        let gq = gpu.upload_f32(&q, &[t, qh, d])?;
+        let y = gpu.poisoned(DType::F32, &[t, qh * d])?;
+        let got = after(gpu, &y, |e| prefill_attention(e, &gq, &cache, past, &y)).await?;
+        let want = attention_ref(&q, &k, &v, qh, kvh, d, &causal_keys(t, past));
+        out.push(case(format!("attention: kv_append + prefill {qh}/{kvh} heads d{d} t{t} past{past} {dtype:?} cache"), rel_err(&got, &want), TOL_SUM));
+
+        // Decode from the q|k|v projection: its keys and values appended, then attended to.
+        let (qh, kvh, d, t, past) = (8, 2, 64, 3, 300);
+        let (cache, k, v) = filled_cache(gpu, rng, kvh, d, past, dtype)?;
+        let step = StepInput::random(rng, t, qh, kvh, d);
+        let (qkv, norms, now) = step.upload(gpu, &cache, past)?;
+        let scratch = decode_scratch(gpu, &cache, qh, MAX_DECODE_QUERIES)?;
+        let y = gpu.poisoned(DType::F32, &[t, qh * d])?;
+        let got = after(gpu, &y, |e| decode_attention(e, &qkv, (&norms, NORM_EPS), &cache, &now, &scratch, &y)).await?;
+        let [q, k_new, v_new] = step.reference();
+        let (kc, vc) = (cache_rows(&gpu.read_f32(&cache.k).await?, &cache, 0..past + t), cache_rows(&gpu.read_f32(&cache.v).await?, &cache, 0..past + t));
+        let what = format!("{qh}/{kvh} heads d{d} t{t} past{past} {dtype:?} cache");
+        let cached_err = rel_err(&kc[..k.len()], &k).max(rel_err(&vc[..v.len()], &v));
+        let appended_err = rel_err(&kc[k.len()..], &k_new).max(rel_err(&vc[v.len()..], &v_new));
+        // The appended rows: an f16 cache rounds each value by up to 2^-11 of itself.
+        let tol = if dtype == DType::F16 { TOL_SUM + 1.0 / 2048.0 } else { TOL_SUM };
+        out.push(case(format!("attention: decode's k, v appended, {what}"), cached_err.max(appended_err), tol));
+        let want = attention_ref(&q, &kc, &vc, qh, kvh, d, &causal_keys(t, past));
+        out.push(case(format!("attention: decode {what}"), rel_err(&got, &want), TOL_SUM));
     }
     // The rows in parts of 4: the second segment's keys lie in three parts.
     let (heads, d, cu) = (2, 16, [0u32, 5, 12]);

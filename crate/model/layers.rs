@@ -131,7 +131,16 @@ pub struct RmsNorm {
 
 impl RmsNorm {
     pub fn load(gpu: &Gpu, w: &Weights, name: &str, dim: usize, eps: f32) -> Result<RmsNorm, ModelError> {
-        Ok(RmsNorm { weight: gpu.upload_f32(&w.pp(name).get("weight", &[dim])?, &[dim])?, eps })
+        Self::load_fused(gpu, w, &[name], dim, eps)
+    }
+    /// Norms of `dim` sharing `eps` (a layer's q_norm and k_norm), their weights one after the
+    /// other in one tensor `[names.len(), dim]`: one binding for the kernel that applies them.
+    pub fn load_fused(gpu: &Gpu, w: &Weights, names: &[&str], dim: usize, eps: f32) -> Result<RmsNorm, ModelError> {
+        let mut weight = Vec::with_capacity(names.len() * dim);
+        for name in names {
+            weight.extend(w.pp(name).get("weight", &[dim])?);
+        }
+        Ok(RmsNorm { weight: gpu.upload_f32(&weight, &[names.len(), dim])?, eps })
     }
     pub fn forward(&self, enc: &mut Encoder, x: &Tensor, y: &Tensor) {
         rms_norm(enc, x, &self.weight, y, self.eps);

@@ -24,8 +24,8 @@ pub(super) struct DecoderLayer {
     /// q_proj, k_proj and v_proj fused: each output row is [q | k | v].
     qkv_proj: Linear,
     o_proj: Linear,
-    q_norm: RmsNorm,
-    k_norm: RmsNorm,
+    /// q_norm and k_norm, their weights in one tensor `[2, head_dim]`.
+    qk_norm: RmsNorm,
     /// gate_proj and up_proj fused, their rows interleaved (gate_i, up_i): the SiLU·mul
     /// epilogue writes the MLP's activation directly.
     gate_up_proj: Linear,
@@ -82,6 +82,7 @@ pub(super) struct LayerBuffers {
     /// The residual stream `[t, hidden]`, updated in place by each layer.
     pub(super) x: Tensor,
     qkv: Tensor,
+    /// A prefill's normed and rotated q (decode attention makes its own from `qkv`).
     q: Tensor,
     attn: Tensor,
     act: Tensor,
@@ -114,16 +115,21 @@ pub(super) enum Attend<'a> {
 
 impl DecoderLayer {
     /// `Qwen3VLTextDecoderLayer`: the rows of `a.x` through attention and the MLP, each added
-    /// to the residual stream; their keys and values go into `cache` at the step's rows. Six
-    /// dispatches (with the attention's combine fused, else seven).
+    /// to the residual stream; their keys and values go into `cache` at the step's rows. Five
+    /// dispatches in decode (with the attention's combine fused, else six), six in a prefill.
     pub(super) fn forward(&self, enc: &mut Encoder, a: &LayerBuffers, cache: &KvCache, now: &Tensor, attend: &Attend) {
         // input_layernorm → q|k|v in one pass over the residual stream.
         let attn_in = MatmulOpts { rms_norm: self.input_layernorm.prologue(), ..Default::default() };
         self.qkv_proj.forward_with(enc, &a.x, &a.qkv, attn_in);
-        qk_norm_rope_append(enc, &a.qkv, &self.q_norm.weight, &self.k_norm.weight, self.q_norm.eps, now, cache, &a.q);
+        // q_norm, k_norm, the rotary embedding and the cache append: inside decode's
+        // attention, in their own pass before a prefill's.
+        let qk_norm = (&self.qk_norm.weight, self.qk_norm.eps);
         match attend {
-            Attend::Decode(scratch) => decode_attention(enc, &a.q, cache, now, scratch, &a.attn),
-            Attend::Prefill { past } => prefill_attention(enc, &a.q, cache, *past, &a.attn),
+            Attend::Decode(scratch) => decode_attention(enc, &a.qkv, qk_norm, cache, now, scratch, &a.attn),
+            Attend::Prefill { past } => {
+                qk_norm_rope_append(enc, &a.qkv, qk_norm, now, cache, &a.q);
+                prefill_attention(enc, &a.q, cache, *past, &a.attn);
+            }
         }
         self.o_proj.forward_acc(enc, &a.attn, &a.x);
         // post_attention_layernorm → gate|up → SiLU·mul in one pass over the residual stream.
@@ -151,8 +157,7 @@ impl TextModel {
                 Ok(DecoderLayer {
                     qkv_proj: Linear::load_fused(gpu, &a, &["q_proj", "k_proj", "v_proj"], &[qd, kvd, kvd], h, c.attention_bias, format)?,
                     o_proj: Linear::load(gpu, &a, "o_proj", h, qd, c.attention_bias, format)?,
-                    q_norm: RmsNorm::load(gpu, &a, "q_norm", d, eps)?,
-                    k_norm: RmsNorm::load(gpu, &a, "k_norm", d, eps)?,
+                    qk_norm: RmsNorm::load_fused(gpu, &a, &["q_norm", "k_norm"], d, eps)?,
                     gate_up_proj: Linear::load_pairs(gpu, &l.pp("mlp"), ["gate_proj", "up_proj"], c.intermediate_size, h, format)?,
                     down_proj: Linear::load(gpu, &l.pp("mlp"), "down_proj", h, c.intermediate_size, false, format)?,
                     input_layernorm: RmsNorm::load(gpu, &l, "input_layernorm", h, eps)?,

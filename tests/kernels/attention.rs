@@ -1,7 +1,7 @@
 use qwen3_vl_webgpu::gpu::{DType, Encoder, Gpu, RowSplit, Tensor};
 use qwen3_vl_webgpu::kernels::attention::*;
-use qwen3_vl_webgpu::kernels::step::StepValues;
-use qwen3_vl_webgpu::testing::{assert_close, filled_cache, Rng, AMP};
+use qwen3_vl_webgpu::kernels::qk_rope::qk_norm_rope_append;
+use qwen3_vl_webgpu::testing::{assert_close, cache_rows, f16_round, filled_cache, Rng, StepInput, AMP, NORM_EPS};
 
 use crate::gpus;
 
@@ -106,38 +106,95 @@ const DECODE: &[(usize, usize, usize, usize, usize)] = &[
 fn decode_attention_matches_reference() {
     // The minimum profile combines the splits in a second pass, the full one (lavapipe has
     // device-scope barriers) in the last workgroup of each head: both run here.
-    check_causal("decode", 12, DECODE, |enc, q, cache, past, out| {
-        let (t, q_heads) = (q.shape[0], q.shape[1]);
-        let scratch = decode_scratch(enc.gpu, cache, q_heads, MAX_DECODE_QUERIES).unwrap();
-        let now = StepValues::new(past).attention(decode_split(cache, q_heads, t, past)).upload(enc.gpu).unwrap();
-        decode_attention(enc, q, cache, &now, &scratch, out);
-    });
+    let mut rng = Rng::new(12);
+    for gpu in gpus() {
+        for (&(q_heads, kv_heads, d, t, past), dtype) in cache_kinds(DECODE) {
+            let (cache, k, v) = filled_cache(gpu, &mut rng, kv_heads, d, past, dtype).unwrap();
+            let step = StepInput::random(&mut rng, t, q_heads, kv_heads, d);
+            let (qkv, norms, now) = step.upload(gpu, &cache, past).unwrap();
+            let scratch = decode_scratch(gpu, &cache, q_heads, MAX_DECODE_QUERIES).unwrap();
+            let out = gpu.poisoned(DType::F32, &[t, q_heads * d]).unwrap();
+            let mut enc = Encoder::new(gpu);
+            decode_attention(&mut enc, &qkv, (&norms, NORM_EPS), &cache, &now, &scratch, &out);
+            enc.submit();
+            let what = format!("decode {q_heads}/{kv_heads} heads d{d} t{t} past{past} {dtype:?} cache {:?}", gpu.caps.profile);
+            let want = decode_reference(gpu, &step, &cache, (&k, &v), past, &what);
+            assert_close(&what, &read(gpu, &out), &want, TOL);
+        }
+    }
+}
+
+/// What decode attention of `step` must have given over `cache`, which held `cached` (k and v
+/// of positions `0..past`) before it ran: checks the rows it appended against the reference
+/// (k within an f16 rounding where the cache is f16, v as the host rounds it) and that it
+/// wrote no other row, then returns `attention_ref` of the reference's q over the cache as the
+/// kernel left it.
+fn decode_reference(gpu: &Gpu, step: &StepInput, cache: &KvCache, cached: (&[f32], &[f32]), past: usize, what: &str) -> Vec<f32> {
+    let [q, k_new, v_new] = step.reference();
+    let (all_k, all_v) = (read(gpu, &cache.k), read(gpu, &cache.v));
+    let (t, f16) = (step.t, cache.k.dtype == DType::F16);
+    let (k, v) = (cache_rows(&all_k, cache, 0..past + t), cache_rows(&all_v, cache, 0..past + t));
+    let at = cached.0.len();
+    assert!(k[..at] == *cached.0 && v[..at] == *cached.1, "{what}: cached rows changed");
+    assert_close(&format!("appended k, {what}"), &k[at..], &k_new, if f16 { TOL + 1.0 / 2048.0 } else { TOL });
+    assert_eq!(v[at..], if f16 { f16_round(&v_new) } else { v_new }, "appended v, {what}");
+    let rest = past + t..cache.capacity;
+    assert!(cache_rows(&all_k, cache, rest.clone()).iter().chain(&cache_rows(&all_v, cache, rest)).all(|x| x.is_nan()), "{what}: rows after the step written");
+    attention_ref(&q, &k, &v, step.q_heads, step.kv_heads, step.d, &causal_keys(t, past))
+}
+
+/// Decode attention is the prefill path it replaces for a step's few tokens
+/// (`qk_norm_rope_append`, then `prefill_attention`): the same cache rows, bit for bit (one
+/// norm-and-rotate function, the same workgroup size for head_dim ≤ 128), and the same
+/// outputs within TOL (the two kernels add up in different orders).
+#[test]
+fn decode_attention_equals_append_then_prefill() {
+    let (q_heads, kv_heads, d, past) = (16, 8, 128, 300);
+    for gpu in gpus() {
+        for (t, dtype) in [(1, DType::F16), (3, DType::F32)] {
+            let [(fused, ..), (plain, ..)] = [0, 1].map(|_| filled_cache(gpu, &mut Rng::new(15), kv_heads, d, past, dtype).unwrap());
+            let step = StepInput::random(&mut Rng::new(16), t, q_heads, kv_heads, d);
+            let (qkv, norms, now) = step.upload(gpu, &fused, past).unwrap();
+            let scratch = decode_scratch(gpu, &fused, q_heads, MAX_DECODE_QUERIES).unwrap();
+            let [out, plain_out] = [0, 1].map(|_| gpu.poisoned(DType::F32, &[t, q_heads * d]).unwrap());
+            let q = gpu.poisoned(DType::F32, &[t, q_heads, d]).unwrap();
+            let mut enc = Encoder::new(gpu);
+            decode_attention(&mut enc, &qkv, (&norms, NORM_EPS), &fused, &now, &scratch, &out);
+            qk_norm_rope_append(&mut enc, &qkv, (&norms, NORM_EPS), &now, &plain, &q);
+            prefill_attention(&mut enc, &q, &plain, past, &plain_out);
+            enc.submit();
+            let what = format!("t{t} {dtype:?} cache {:?}", gpu.caps.profile);
+            let rows = |c: &KvCache, x: &Tensor| cache_rows(&read(gpu, x), c, 0..past + t);
+            assert!(rows(&fused, &fused.k) == rows(&plain, &plain.k) && rows(&fused, &fused.v) == rows(&plain, &plain.v), "{what}: caches differ");
+            assert_close(&what, &read(gpu, &out), &read(gpu, &plain_out), TOL);
+        }
+    }
 }
 
 /// Layers share one scratch: with the splits combined by the last workgroup of each head, its
-/// counters must be back at zero for the next dispatch. Two dispatches in one submission, over
-/// enough keys for many splits, each against the reference.
+/// counters must be back at zero for the next dispatch. Two dispatches in one submission (each
+/// on its own cache), over enough keys for many splits, each against the reference.
 #[test]
 fn decode_attention_reuses_its_scratch() {
     let mut rng = Rng::new(14);
     let (q_heads, kv_heads, d, past) = (4, 2, 64, 2000);
     for gpu in gpus() {
         assert_eq!(gpu.caps.device_fence, gpu.caps.profile == qwen3_vl_webgpu::gpu::Profile::Full, "lavapipe fences at device scope");
-        let (cache, k, v) = filled_cache(gpu, &mut rng, kv_heads, d, past + 1, DType::F16).unwrap();
-        let scratch = decode_scratch(gpu, &cache, q_heads, 1).unwrap();
-        let now = StepValues::new(past).attention(decode_split(&cache, q_heads, 1, past)).upload(gpu).unwrap();
-        assert!(decode_split(&cache, q_heads, 1, past).splits > 1);
-        let qs: Vec<Vec<f32>> = (0..2).map(|_| rng.vec(q_heads * d, AMP)).collect();
+        let caches: Vec<_> = (0..2).map(|_| filled_cache(gpu, &mut rng, kv_heads, d, past, DType::F16).unwrap()).collect();
+        let scratch = decode_scratch(gpu, &caches[0].0, q_heads, 1).unwrap();
+        assert!(decode_split(&caches[0].0, q_heads, 1, past).splits > 1);
+        let steps: Vec<_> = (0..2).map(|_| StepInput::random(&mut rng, 1, q_heads, kv_heads, d)).collect();
         let outs: Vec<Tensor> = (0..2).map(|_| gpu.poisoned(DType::F32, &[1, q_heads * d]).unwrap()).collect();
-        let gqs: Vec<Tensor> = qs.iter().map(|q| gpu.upload_f32(q, &[1, q_heads, d]).unwrap()).collect();
+        let inputs: Vec<_> = steps.iter().zip(&caches).map(|(s, (c, ..))| s.upload(gpu, c, past).unwrap()).collect();
         let mut enc = Encoder::new(gpu);
-        for (q, out) in gqs.iter().zip(&outs) {
-            decode_attention(&mut enc, q, &cache, &now, &scratch, out);
+        for (((qkv, norms, now), (cache, ..)), out) in inputs.iter().zip(&caches).zip(&outs) {
+            decode_attention(&mut enc, qkv, (norms, NORM_EPS), cache, now, &scratch, out);
         }
         enc.submit();
-        for (i, (q, out)) in qs.iter().zip(&outs).enumerate() {
-            let want = attention_ref(q, &k, &v, q_heads, kv_heads, d, &causal_keys(1, past));
-            assert_close(&format!("dispatch {i} {:?}", gpu.caps.profile), &read(gpu, out), &want, TOL);
+        for (i, ((step, (cache, k, v)), out)) in steps.iter().zip(&caches).zip(&outs).enumerate() {
+            let what = format!("dispatch {i} {:?}", gpu.caps.profile);
+            let want = decode_reference(gpu, step, cache, (k, v), past, &what);
+            assert_close(&what, &read(gpu, out), &want, TOL);
         }
         assert!(gpu.read_u32_blocking(&scratch.counters).unwrap().iter().all(|&c| c == 0), "counters reset");
     }

@@ -3,8 +3,7 @@ use qwen3_vl_webgpu::kernels::attention::{kv_append, KvCache};
 use qwen3_vl_webgpu::kernels::norm::rms_norm;
 use qwen3_vl_webgpu::kernels::qk_rope::*;
 use qwen3_vl_webgpu::kernels::rope::apply_rope;
-use qwen3_vl_webgpu::kernels::step::StepValues;
-use qwen3_vl_webgpu::testing::{assert_close, f16_round, Rng};
+use qwen3_vl_webgpu::testing::{assert_close, cache_rows, f16_round, Rng, StepInput, NORM_EPS};
 
 use crate::gpus;
 
@@ -36,10 +35,8 @@ fn nan_cache(gpu: &Gpu, kv_heads: usize, capacity: usize, d: usize, dtype: DType
 /// every other row is still NaN.
 fn appended(gpu: &Gpu, t: &Tensor, cache: &KvCache, past: usize, n: usize) -> (Vec<f32>, bool) {
     let all = gpu.read_f32_blocking(t).unwrap();
-    let (d, cap) = (cache.head_dim, cache.capacity);
-    let rows: Vec<f32> = (0..n).flat_map(|i| (0..cache.kv_heads).flat_map(move |h| ((h * cap + past + i) * d)..((h * cap + past + i + 1) * d))).map(|j| all[j]).collect();
-    let others = (0..cache.kv_heads * cap).filter(|r| !(past..past + n).contains(&(r % cap))).all(|r| all[r * d..(r + 1) * d].iter().all(|x| x.is_nan()));
-    (rows, others)
+    let others = [0..past, past + n..cache.capacity].into_iter().all(|rows| cache_rows(&all, cache, rows).iter().all(|x| x.is_nan()));
+    (cache_rows(&all, cache, past..past + n), others)
 }
 
 #[test]
@@ -48,17 +45,13 @@ fn qk_norm_rope_append_matches_reference() {
     for gpu in gpus() {
         for &(qh, kvh, d, t, past) in CASES {
             for dtype in [DType::F16, DType::F32] {
-                let qkv = rng.vec(t * (qh + 2 * kvh) * d, 3.0);
-                let (qw, kw) = (rng.vec(d, 1.5), rng.vec(d, 1.5));
-                let (cos, sin) = (rng.vec(t * d / 2, 1.0), rng.vec(t * d / 2, 1.0));
-                let [q, k, v] = qk_norm_rope_append_ref(&qkv, qh, kvh, d, &qw, &kw, 1e-6, &cos, &sin);
+                let step = StepInput::random(&mut rng, t, qh, kvh, d);
+                let [q, k, v] = step.reference();
                 let cache = nan_cache(gpu, kvh, past + t + 2, d, dtype);
-                let gqkv = gpu.upload_f32(&qkv, &[t, (qh + 2 * kvh) * d]).unwrap();
-                let (gqw, gkw) = (gpu.upload_f32(&qw, &[d]).unwrap(), gpu.upload_f32(&kw, &[d]).unwrap());
-                let now = StepValues::new(past).rotary(&cos, &sin, t).upload(gpu).unwrap();
+                let (gqkv, norms, now) = step.upload(gpu, &cache, past).unwrap();
                 let gq = gpu.poisoned(DType::F32, &[t, qh, d]).unwrap();
                 let mut enc = Encoder::new(gpu);
-                qk_norm_rope_append(&mut enc, &gqkv, &gqw, &gkw, 1e-6, &now, &cache, &gq);
+                qk_norm_rope_append(&mut enc, &gqkv, (&norms, NORM_EPS), &now, &cache, &gq);
                 enc.submit();
                 let what = format!("{qh}/{kvh} heads d{d} t{t} past{past} {dtype:?} cache {:?}", gpu.caps.profile);
                 assert_close(&format!("q {what}"), &gpu.read_f32_blocking(&gq).unwrap(), &q, TOL);
@@ -80,29 +73,28 @@ fn fused_equals_the_plain_kernels() {
     let mut rng = Rng::new(22);
     let (qh, kvh, d, t, past) = (16, 8, 128, 3, 5);
     for gpu in gpus() {
-        let qkv = rng.vec(t * (qh + 2 * kvh) * d, 3.0);
-        let (qw, kw) = (rng.vec(d, 1.5), rng.vec(d, 1.5));
-        let (cos, sin) = (rng.vec(t * d / 2, 1.0), rng.vec(t * d / 2, 1.0));
-        let part = |from: usize, n: usize| -> Vec<f32> { qkv.chunks((qh + 2 * kvh) * d).flat_map(|r| r[from * d..(from + n) * d].to_vec()).collect() };
+        let step = StepInput::random(&mut rng, t, qh, kvh, d);
+        let (qw, kw) = step.norms.split_at(d);
+        let part = |from: usize, n: usize| -> Vec<f32> { step.qkv.chunks((qh + 2 * kvh) * d).flat_map(|r| r[from * d..(from + n) * d].to_vec()).collect() };
         let up = |x: &[f32], shape: &[usize]| gpu.upload_f32(x, shape).unwrap();
-        let (gqw, gkw, gcos, gsin) = (up(&qw, &[d]), up(&kw, &[d]), up(&cos, &[t, d / 2]), up(&sin, &[t, d / 2]));
+        let (gqw, gkw, gcos, gsin) = (up(qw, &[d]), up(kw, &[d]), up(&step.cos, &[t, d / 2]), up(&step.sin, &[t, d / 2]));
 
         let plain = KvCache::new(gpu, kvh, past + t, d, DType::F16).unwrap();
         let (q_lin, k_lin, v) = (up(&part(0, qh), &[t * qh, d]), up(&part(qh, kvh), &[t * kvh, d]), up(&part(qh + kvh, kvh), &[t, kvh, d]));
         let (q, k) = (gpu.poisoned(DType::F32, &[t, qh, d]).unwrap(), gpu.poisoned(DType::F32, &[t, kvh, d]).unwrap());
         let mut enc = Encoder::new(gpu);
-        rms_norm(&mut enc, &q_lin, &gqw, &q, 1e-6);
-        rms_norm(&mut enc, &k_lin, &gkw, &k, 1e-6);
+        rms_norm(&mut enc, &q_lin, &gqw, &q, NORM_EPS);
+        rms_norm(&mut enc, &k_lin, &gkw, &k, NORM_EPS);
         apply_rope(&mut enc, &q, &gcos, &gsin, qh, 0);
         apply_rope(&mut enc, &k, &gcos, &gsin, kvh, 0);
         kv_append(&mut enc, &plain, &k, &v, past);
         enc.submit();
 
         let fused = KvCache::new(gpu, kvh, past + t, d, DType::F16).unwrap();
-        let now = StepValues::new(past).rotary(&cos, &sin, t).upload(gpu).unwrap();
+        let (gqkv, norms, now) = step.upload(gpu, &fused, past).unwrap();
         let fq = gpu.poisoned(DType::F32, &[t, qh, d]).unwrap();
         let mut enc = Encoder::new(gpu);
-        qk_norm_rope_append(&mut enc, &up(&qkv, &[t, (qh + 2 * kvh) * d]), &gqw, &gkw, 1e-6, &now, &fused, &fq);
+        qk_norm_rope_append(&mut enc, &gqkv, (&norms, NORM_EPS), &now, &fused, &fq);
         enc.submit();
         let read = |t: &Tensor| gpu.read_f32_blocking(t).unwrap();
         let profile = gpu.caps.profile;
