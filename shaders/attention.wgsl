@@ -490,8 +490,8 @@ fn decode(lane: Lane, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgro
     let start = split * now.split_len;
     let end = min(start + now.split_len, now.past + p.n / p.ratio);
 
-    // The step's keys and values in this split into the cache (every row block writes the
-    // same values).
+    // The step's keys and values in this split into the cache. Every row block of the kv head
+    // writes them, the same values, so a block reading a row another is writing sees them.
     let heads = p.q_heads + 2u * p.kv_heads;
     for (var i = 0u; i < p.n / p.ratio; i++) {
         let pos = now.past + i;

@@ -6,8 +6,8 @@
 //! normed and rotated; decode takes them unnormed, in its q|k|v rows); cache K and V
 //! `[kv_heads, capacity, head_dim]` f16 or f32; outputs `[t, q_heads · head_dim]` f32. Query
 //! row `i` sits at position `past + i` and sees cache positions `0..=past + i`, so append
-//! first, then attend. `head_dim` must be a multiple of 8
-//! (≤ 256) and `q_heads` a multiple of `kv_heads`. Scale is `head_dim^-0.5`.
+//! first, then attend. `head_dim` must be a multiple of 8 (≤ 256) and `q_heads` a multiple of
+//! `kv_heads`. Scale is `head_dim^-0.5`.
 
 use std::ops::Range;
 
