@@ -511,8 +511,10 @@ fn decode(lane: Lane, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgro
         let g = min(g0 + r, p.n - 1u);
         let i = g / p.ratio;
         norm_rope_head((i * heads + kvh * p.ratio + g % p.ratio) * D, 0u, i, p.eps, lane);
-        for (var k = t; k < D / 4u; k += DWG) {
-            dq[r * (D / 4u) + k] = vec4<f32>(rotated[4u * k], rotated[4u * k + 1u], rotated[4u * k + 2u], rotated[4u * k + 3u]) * p.scale;
+        for (var c = t; c < D8; c += DWG) {
+            let q8 = rotated_chunk(c);
+            dq[r * (D / 4u) + 2u * c] = q8.a * p.scale;
+            dq[r * (D / 4u) + 2u * c + 1u] = q8.b * p.scale;
         }
     }
     // Per row: keys below `hi` are visible; running max and sum; output chunk t % D8.

@@ -201,7 +201,6 @@ fn main() {
         let mut enc = Encoder::new(&gpu);
         kv_append(&mut enc, &cache, &k, &v, 0);
         enc.submit();
-        let q = f32s(&gpu, &mut rng, &[t, 16, 128]);
         let out = gpu.empty(DType::F32, &[t, 16 * 128]).unwrap();
         let keys = (past + t) as f64;
         let cache_bytes = 2.0 * 2.0 * keys * 8.0 * 128.0;
@@ -212,6 +211,7 @@ fn main() {
             let s = time(&gpu, timing, iters, &|enc| decode_attention(enc, &qkv, (&norms, NORM_EPS), &cache, &now, &scratch, &out));
             rows.push(Row { kernel: "decode attention".into(), shape: format!("{} ctx, 16/8×128", past + t), seconds: s, bytes: cache_bytes, flops: 4.0 * keys * 16.0 * 128.0 });
         } else {
+            let q = f32s(&gpu, &mut rng, &[t, 16, 128]);
             let s = time(&gpu, timing, 2, &|enc| prefill_attention(enc, &q, &cache, past, &out));
             rows.push(Row { kernel: "prefill attention".into(), shape: "512 causal, 16/8×128".into(), seconds: s, bytes: cache_bytes, flops: 2.0 * keys * keys * 16.0 * 128.0 });
         }
